@@ -1,0 +1,83 @@
+"""One vector-index interface, two Qdrant engines behind it (embedded edge shard, or qdrant-client).
+
+The retriever always reads and writes through an alias (``settings.collection_alias``); the concrete
+collection behind it is versioned (``<alias>-v<N>``) so a re-index builds a new one and switches the
+alias atomically, keeping the previous collection for rollback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol
+
+# Payload fields the service filters on; both engines index them as keywords.
+INDEXED_FIELDS = ("object_id", "label", "content_hash", "source", "license")
+
+
+@dataclass
+class IndexedPoint:
+    id: str
+    vector: list[float]
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScoredHit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+
+
+class CollectionMissing(LookupError):
+    """The alias points at no collection yet (nothing ingested)."""
+
+
+class VectorIndex(Protocol):
+    alias: str
+
+    def ensure(self, dim: int) -> str:
+        """Create the first versioned collection and the alias if absent; return the collection."""
+        ...
+
+    def create_collection(self, name: str, dim: int) -> None: ...
+
+    def switch_alias(self, collection: str) -> str | None:
+        """Point the alias at `collection` atomically; return the collection it pointed at."""
+        ...
+
+    def current_collection(self) -> str | None: ...
+
+    def collections(self) -> list[str]: ...
+
+    def drop_collection(self, name: str) -> None: ...
+
+    def dimension(self) -> int | None: ...
+
+    def upsert(self, points: list[IndexedPoint], collection: str | None = None) -> None: ...
+
+    def search(
+        self, vector: list[float], top_k: int, filter: dict[str, Any] | None = None
+    ) -> list[ScoredHit]: ...
+
+    def get(self, point_id: str) -> dict[str, Any] | None: ...
+
+    def delete(self, point_id: str) -> bool: ...
+
+    def find(self, filter: dict[str, Any], limit: int = 1) -> list[str]:
+        """Ids of points whose payload matches the equality filter."""
+        ...
+
+    def count(self) -> int: ...
+
+    def scroll(self, batch_size: int = 256, with_vectors: bool = False) -> Iterator[IndexedPoint]: ...
+
+    def close(self) -> None: ...
+
+
+def next_version_name(alias: str, existing: list[str]) -> str:
+    versions = [
+        int(name.rsplit("-v", 1)[1])
+        for name in existing
+        if name.startswith(f"{alias}-v") and name.rsplit("-v", 1)[1].isdigit()
+    ]
+    return f"{alias}-v{max(versions, default=0) + 1}"

@@ -1,0 +1,222 @@
+"""Qdrant's engine in-process (qdrant-edge): one shard directory per collection.
+
+Edge shards have no aliases, so the alias is a small JSON file replaced atomically (os.replace) plus
+an in-process pointer swapped under a lock: searches already running finish on the old shard, new
+ones see the new shard. One process owns a shard directory at a time (the retriever service).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from qdrant_edge import (
+    CountRequest,
+    Distance,
+    EdgeConfig,
+    EdgeShard,
+    EdgeVectorParams,
+    FieldCondition,
+    Filter,
+    MatchAny,
+    MatchValue,
+    PayloadSchemaType,
+    Point,
+    Query,
+    QueryRequest,
+    ScrollRequest,
+    SearchParams,
+    UpdateOperation,
+)
+
+from .base import INDEXED_FIELDS, CollectionMissing, IndexedPoint, ScoredHit, next_version_name
+
+VECTOR = "retrieval"
+
+
+def to_filter(conditions: dict[str, Any] | None) -> Filter | None:
+    if not conditions:
+        return None
+    must = []
+    for key, value in conditions.items():
+        if isinstance(value, (list, tuple)):
+            must.append(FieldCondition(key=key, match=MatchAny(any=list(value))))
+        else:
+            must.append(FieldCondition(key=key, match=MatchValue(value=value)))
+    return Filter(must=must)
+
+
+class EdgeIndex:
+    def __init__(self, root: Path, alias: str) -> None:
+        self.root = Path(root)
+        self.alias = alias
+        (self.root / "collections").mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._shards: dict[str, EdgeShard] = {}
+        self._dims: dict[str, int] = {}
+
+    # --- collections and alias -----------------------------------------------------------
+    @property
+    def _alias_file(self) -> Path:
+        return self.root / "aliases.json"
+
+    def _aliases(self) -> dict[str, str]:
+        if not self._alias_file.exists():
+            return {}
+        return json.loads(self._alias_file.read_text())
+
+    def _shard_dir(self, name: str) -> Path:
+        return self.root / "collections" / name
+
+    def _shard(self, name: str) -> EdgeShard:
+        with self._lock:
+            if name not in self._shards:
+                path = self._shard_dir(name)
+                if not path.exists():
+                    raise CollectionMissing(name)
+                self._shards[name] = EdgeShard.load(str(path))
+                self._dims[name] = json.loads((path / "realrag.json").read_text())["dim"]
+            return self._shards[name]
+
+    def collections(self) -> list[str]:
+        return sorted(p.name for p in (self.root / "collections").iterdir() if p.is_dir())
+
+    def current_collection(self) -> str | None:
+        return self._aliases().get(self.alias)
+
+    def create_collection(self, name: str, dim: int) -> None:
+        with self._lock:
+            path = self._shard_dir(name)
+            config = EdgeConfig(vectors={VECTOR: EdgeVectorParams(size=dim, distance=Distance.Cosine)})
+            shard = EdgeShard.create(str(path), config)
+            for field in INDEXED_FIELDS:
+                shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
+            (path / "realrag.json").write_text(json.dumps({"dim": dim}))
+            self._shards[name] = shard
+            self._dims[name] = dim
+
+    def switch_alias(self, collection: str) -> str | None:
+        self._shard(collection)  # refuse to point at something that does not open
+        with self._lock:
+            aliases = self._aliases()
+            previous = aliases.get(self.alias)
+            aliases[self.alias] = collection
+            tmp = self._alias_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(aliases))
+            os.replace(tmp, self._alias_file)
+            return previous
+
+    def ensure(self, dim: int) -> str:
+        with self._lock:
+            current = self.current_collection()
+            if current is None:
+                current = next_version_name(self.alias, self.collections())
+                self.create_collection(current, dim)
+                self.switch_alias(current)
+            return current
+
+    def drop_collection(self, name: str) -> None:
+        with self._lock:
+            if name == self.current_collection():
+                raise ValueError(f"{name} is behind alias {self.alias}; switch the alias first")
+            shard = self._shards.pop(name, None)
+            if shard is not None:
+                shard.close()
+            shutil.rmtree(self._shard_dir(name), ignore_errors=True)
+
+    def dimension(self) -> int | None:
+        current = self.current_collection()
+        if current is None:
+            return None
+        self._shard(current)
+        return self._dims[current]
+
+    def _current(self) -> EdgeShard:
+        current = self.current_collection()
+        if current is None:
+            raise CollectionMissing(self.alias)
+        return self._shard(current)
+
+    # --- points --------------------------------------------------------------------------
+    def upsert(self, points: list[IndexedPoint], collection: str | None = None) -> None:
+        shard = self._shard(collection) if collection else self._current()
+        shard.update(
+            UpdateOperation.upsert_points(
+                [Point(id=p.id, vector={VECTOR: list(p.vector)}, payload=p.payload) for p in points]
+            )
+        )
+        shard.flush()
+
+    def search(
+        self, vector: list[float], top_k: int, filter: dict[str, Any] | None = None
+    ) -> list[ScoredHit]:
+        try:
+            shard = self._current()
+        except CollectionMissing:
+            return []
+        hits = shard.query(
+            QueryRequest(
+                limit=top_k,
+                query=Query.Nearest(list(vector), using=VECTOR),
+                filter=to_filter(filter),
+                with_payload=True,
+                params=SearchParams(exact=True),
+            )
+        )
+        return [ScoredHit(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits]
+
+    def get(self, point_id: str) -> dict[str, Any] | None:
+        try:
+            records = self._current().retrieve([point_id], with_payload=True, with_vector=False)
+        except CollectionMissing:
+            return None
+        return dict(records[0].payload or {}) if records else None
+
+    def delete(self, point_id: str) -> bool:
+        if self.get(point_id) is None:
+            return False
+        shard = self._current()
+        shard.update(UpdateOperation.delete_points([point_id]))
+        shard.flush()
+        return True
+
+    def find(self, filter: dict[str, Any], limit: int = 1) -> list[str]:
+        try:
+            records, _ = self._current().scroll(
+                ScrollRequest(limit=limit, filter=to_filter(filter), with_payload=False)
+            )
+        except CollectionMissing:
+            return []
+        return [str(r.id) for r in records]
+
+    def count(self) -> int:
+        try:
+            return self._current().count(CountRequest(exact=True))
+        except CollectionMissing:
+            return 0
+
+    def scroll(self, batch_size: int = 256, with_vectors: bool = False) -> Iterator[IndexedPoint]:
+        try:
+            shard = self._current()
+        except CollectionMissing:
+            return
+        offset = None
+        while True:
+            records, offset = shard.scroll(
+                ScrollRequest(offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors)
+            )
+            for r in records:
+                vector = r.vector[VECTOR] if with_vectors and r.vector else []
+                yield IndexedPoint(id=str(r.id), vector=list(vector), payload=dict(r.payload or {}))
+            if offset is None:
+                return
+
+    def close(self) -> None:
+        with self._lock:
+            for shard in self._shards.values():
+                shard.close()
+            self._shards.clear()

@@ -54,9 +54,15 @@ class ModelSpec(BaseModel):
     default_width: int = 512
     default_height: int = 512
     size_multiple: int = 8
-    retriever: str | None = Field(None, description="reflective retriever checkpoint for this model")
+    # Retriever checkpoints trained for this generator, by kind ("reflective", "standard"); the
+    # zero-shot base encoder needs no entry. Requests pick a kind; default: reflective if present.
+    retrievers: dict[str, str] = Field(default_factory=dict)
     offload: Literal["none", "model", "sequential"] = "none"
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def default_retriever(self) -> str:
+        return "reflective" if "reflective" in self.retrievers else "zero-shot"
 
     @property
     def module(self) -> str:

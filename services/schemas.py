@@ -161,8 +161,10 @@ class SearchRequest(BaseModel):
     query: str
     top_k: int = Field(5, ge=1)
     filter: dict[str, Any] | None = None
-    retriever: str | None = Field(None, description="retriever name; default: zero-shot base encoder")
-    with_vectors: bool = False
+    retriever: RetrieverKind | None = Field(
+        None, description="zero-shot, standard or reflective; default: the model's own, else zero-shot"
+    )
+    model: str | None = Field(None, description="generator model key whose retrievers to use")
 
 
 class SearchHit(BaseModel):

@@ -1,0 +1,1 @@
+"""Offline building blocks for the tiny twins of each generator family (tokenizers, small configs)."""

@@ -1,12 +1,11 @@
 """Authoritative job records in Redis (JSON per job, with a TTL), plus cancel flags, delivery
-counters, idempotency keys and a pub/sub channel per job for progress events.
+counters and idempotency keys.
 
 Celery only transports work; nothing here reads Celery's result state.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Callable
 
@@ -36,10 +35,6 @@ class JobStore:
         return f"{PREFIX}:job:{job_id}"
 
     @staticmethod
-    def events_channel(job_id: str) -> str:
-        return f"{PREFIX}:events:{job_id}"
-
-    @staticmethod
     def cancel_key(job_id: str) -> str:
         return f"{PREFIX}:cancel:{job_id}"
 
@@ -54,10 +49,7 @@ class JobStore:
     # --- records -------------------------------------------------------------------------
     def create(self, job: Job) -> bool:
         """Store a new job; False if the id is taken (the caller decides whether that's a replay)."""
-        created = self.redis.set(self.job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s)
-        if created:
-            self._publish(job)
-        return bool(created)
+        return bool(self.redis.set(self.job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s))
 
     def get(self, job_id: str) -> Job | None:
         raw = self.redis.get(self.job_key(job_id))
@@ -82,7 +74,6 @@ class JobStore:
                     pipe.multi()
                     pipe.set(key, changed.model_dump_json(), keepttl=True)
                     pipe.execute()
-                    self._publish(changed)
                     return changed
                 except redis.WatchError:
                     continue
@@ -129,10 +120,6 @@ class JobStore:
         rkey = self.idempotency_key(key)
         if self.redis.get(rkey) == job_id:
             self.redis.delete(rkey)
-
-    # --- events --------------------------------------------------------------------------
-    def _publish(self, job: Job) -> None:
-        self.redis.publish(self.events_channel(job.id), json.dumps({"status": job.status, "job": job.id}))
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

@@ -1,0 +1,39 @@
+"""Celery configuration for the GPU worker, derived from the one Settings object.
+
+Reliability choices (../docs/architecture.md): one task reserved per process (prefetch 1 + late
+ack), a message whose worker child died is requeued, and the job store caps redeliveries. Redis
+redelivers unacked messages after the visibility timeout, so it must exceed the hard time limit.
+"""
+
+from __future__ import annotations
+
+from services.settings import Settings
+
+
+def celery_config(settings: Settings) -> dict:
+    transport = {"visibility_timeout": settings.visibility_timeout_s}
+    return {
+        "broker_url": settings.redis_url,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "task_ignore_result": True,  # our job store is the source of truth, not Celery results
+        "result_backend": None,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_default_queue": settings.queue_name,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Model loads happen on the first task in the child, not in worker_process_init, but a
+        # preload (REALRAG_WORKER_PRELOAD) may take minutes on real weights.
+        "worker_proc_alive_timeout": 600.0 if settings.worker_preload else 60.0,
+        "worker_soft_shutdown_timeout": float(max(settings.task_soft_time_limit_s - 30, 0)),
+        "worker_enable_soft_shutdown_on_idle": True,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
+        "worker_hijack_root_logger": False,
+        "worker_direct": True,  # per-worker queue for the consumption heartbeat
+    }

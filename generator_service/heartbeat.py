@@ -1,0 +1,44 @@
+"""Worker liveness and readiness from real consumption, for probes (not `celery inspect ping`).
+
+The file is touched when the worker consumes a message, on every denoising step and by a periodic
+no-op task sent to the worker's own queue; its age is liveness. Readiness also needs the consumer
+connected and, with REALRAG_WORKER_PRELOAD, the model loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+_state: dict = {"consuming": False, "model_loaded": False}
+
+
+def touch(path: Path, **state) -> None:
+    _state.update(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps({**_state, "ts": time.time(), "pid": os.getpid()}))
+    os.replace(tmp, path)
+
+
+def read(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def check(path: Path, liveness: bool, max_age_s: float, need_model: bool) -> tuple[bool, str]:
+    beat = read(path)
+    if beat is None:
+        return False, f"no heartbeat at {path}"
+    age = time.time() - beat.get("ts", 0)
+    if liveness:
+        return (age <= max_age_s, f"heartbeat age {age:.0f}s (max {max_age_s:.0f}s)")
+    if not beat.get("consuming"):
+        return False, "consumer not connected"
+    if need_model and not beat.get("model_loaded"):
+        return False, "model not loaded"
+    return True, "ready"

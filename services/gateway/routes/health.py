@@ -1,0 +1,37 @@
+"""Probes and metrics (open, no auth: keep them on the internal network)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.errors import ApiError
+
+from ..deps import JobsDep, RetrieverDep, SettingsDep
+from ..metrics import QUEUE_DEPTH
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(jobs: JobsDep, retriever: RetrieverDep) -> dict:
+    try:
+        jobs.ping()
+    except Exception as exc:
+        raise ApiError(503, "redis_unavailable", "Redis (job store and broker) is unreachable") from exc
+    ready = retriever.ready()
+    return {"status": "ready", "redis": "ok", "retriever": ready}
+
+
+@router.get("/metrics")
+def metrics(jobs: JobsDep, settings: SettingsDep) -> Response:
+    try:
+        QUEUE_DEPTH.set(jobs.redis.llen(settings.queue_name))
+    except Exception:  # metrics must answer even when Redis does not
+        pass
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

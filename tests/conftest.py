@@ -1,0 +1,83 @@
+"""Shared fixtures: a real stack (retriever + gateway under uvicorn, a Celery worker process, the
+machine's Redis, embedded Qdrant), tiny models, isolated by a per-session queue and data dir."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_CLIP = str(REPO / "retriever_service" / "configs" / "tiny-clip.json")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory) -> dict[str, str]:
+    from services.stack import free_port
+
+    data = tmp_path_factory.mktemp("stack")
+    return {
+        "REALRAG_DATA_DIR": str(data),
+        "REALRAG_ENCODER_MODEL": TINY_CLIP,
+        "REALRAG_DEFAULT_MODEL": "tiny-sd",
+        "REALRAG_QUEUE_NAME": f"realrag.test.{uuid.uuid4().hex[:8]}",
+        "REALRAG_GATEWAY_PORT": str(free_port()),
+        "REALRAG_RETRIEVER_PORT": str(free_port()),
+        "REALRAG_EMBEDDED_REDIS": "never",
+        "REALRAG_MAX_DELIVERIES": "2",
+        "REALRAG_WEBHOOK_ALLOW_PRIVATE": "true",
+        "REALRAG_WEBHOOK_SECRET": "test-webhook-secret",
+    }
+
+
+@pytest.fixture(scope="session")
+def stack(stack_env):
+    from services.settings import Settings
+    from services.stack import Stack
+
+    saved = dict(os.environ)
+    os.environ.update(stack_env)
+    try:
+        settings = Settings()
+        with Stack(settings, settings.data_dir / "logs").start() as running:
+            yield running
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def gateway(stack) -> httpx.Client:
+    with httpx.Client(base_url=stack.gateway_url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def corpus(gateway) -> dict[str, list[dict]]:
+    """The sample corpus ingested through the gateway: object id -> its corpus records."""
+    from services.sample_corpus import sample_corpus
+
+    by_object: dict[str, list[dict]] = {}
+    for item in sample_corpus():
+        response = gateway.post(
+            "/v1/corpus/images",
+            files={"file": ("photo.png", png_bytes(item.image), "image/png")},
+            data={"caption": item.caption, "object_id": item.object_id, "label": item.label},
+        )
+        assert response.status_code in (200, 201), response.text
+        by_object.setdefault(item.object_id, []).append(response.json())
+    return by_object

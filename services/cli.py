@@ -124,12 +124,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     from generator_service.families.base import GenerationInputs
     from generator_service.loader import get_generator
+    from generator_service.registry import load_registry
 
     s = _settings()
+    models = load_registry(s)
+    if args.model not in models:
+        print(f"unknown model {args.model!r}; available: {', '.join(sorted(models))}", file=sys.stderr)
+        return 2
+    spec = models[args.model]
     generator, load_s = get_generator(args.model, s)
-    from generator_service.registry import get_spec
-
-    spec = get_spec(args.model, s)
     refs = [Image.open(p).convert("RGB") for p in args.ref]
     started = time.perf_counter()
     images = generator.generate(

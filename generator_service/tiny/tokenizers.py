@@ -105,10 +105,11 @@ def clip_tokenizer():
 
 
 @lru_cache(maxsize=4)
-def byte_level_tokenizer(model_max_length: int = 64, add_bos: bool = False):
-    """A byte-level BPE with no merges: every UTF-8 byte is one token, ``</s>`` appended.
+def byte_level_tokenizer(model_max_length: int = 64, add_bos: bool = False, add_eos: bool = True):
+    """A byte-level BPE with no merges: every UTF-8 byte is one token.
 
-    ``add_bos=True`` prepends ``<s>`` as Llama-style tokenizers do (OmniGen); T5 appends only EOS.
+    Defaults behave like T5 (``</s>`` appended, no BOS); ``add_bos=True, add_eos=False`` behaves
+    like the Llama/Phi-3 tokenizer OmniGen uses (``<s>`` prepended only).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -119,8 +120,10 @@ def byte_level_tokenizer(model_max_length: int = 64, add_bos: bool = False):
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
-    single = ("<s> " if add_bos else "") + "$A </s>"
-    pair = ("<s> " if add_bos else "") + "$A </s> $B </s>"
+    bos = "<s> " if add_bos else ""
+    eos = " </s>" if add_eos else ""
+    single = f"{bos}$A{eos}"
+    pair = f"{bos}$A{eos} $B{eos}"
     backend.post_processor = processors.TemplateProcessing(
         single=single, pair=pair, special_tokens=[("<s>", BYTE_BOS_ID), ("</s>", BYTE_EOS_ID)]
     )

@@ -2,7 +2,7 @@
 
 Sources:
 
-* a folder tree ``ROOT/<object_id>/<image>``: the label is the folder name with ``_`` as spaces
+* a folder tree ``ROOT/<object_id>/<image>``: the label is the folder name with ``_`` and ``-`` as spaces
   (or ``ROOT/labels.json`` {object_id: label}); an optional ``<image>.txt`` beside an image is its
   caption;
 * a JSONL manifest (one object per line) or a CSV manifest (header row), with the fields ``path``,
@@ -210,7 +210,7 @@ def _corpus(rows: list[_Row]) -> list[CorpusImage]:
         if not row.path.is_file():
             raise DataError(f"{row.where}: image file not found: {row.path}")
         image_id = content_id(row.path)
-        label = row.label or labels.get(row.object_id) or row.object_id.replace("_", " ")
+        label = row.label or labels.get(row.object_id) or row.object_id.replace("_", " ").replace("-", " ")
         if labels.setdefault(row.object_id, label) != label:
             raise DataError(
                 f"{row.where}: object {row.object_id!r} has two labels: {labels[row.object_id]!r} and {label!r}"

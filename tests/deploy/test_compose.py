@@ -1,0 +1,147 @@
+"""docker-compose.yml (+ the CPU override): it parses with Docker Compose v2 and keeps our invariants.
+
+Each planted-mistake test edits a copy of the real file the way a person might, renders it with the
+real `docker compose config`, and expects the check (or compose itself) to reject it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploy import validate as v
+
+COMPOSE_TEXT = v.COMPOSE_FILES[0].read_text()
+
+
+def test_gpu_stack_passes_every_check(compose_gpu, compose_source):
+    assert v.check_compose(compose_gpu, compose_source) == []
+
+
+def test_cpu_override_passes_every_check(compose_cpu, compose_source):
+    assert v.check_compose(compose_cpu, compose_source, cpu_only=True) == []
+    assert v.check_compose_secrets(v.load_compose_source(v.COMPOSE_CPU_OVERRIDE)) == []
+
+
+def test_gpu_services_reserve_an_nvidia_gpu(compose_gpu):
+    for name in v.GPU_SERVICES:
+        devices = compose_gpu["services"][name]["deploy"]["resources"]["reservations"]["devices"]
+        assert devices == [{"capabilities": ["gpu"], "driver": "nvidia", "count": 1}]
+    assert "deploy" not in compose_gpu["services"]["gateway"]
+
+
+def test_cpu_override_drops_gpus_and_runs_tiny_offline(compose_cpu):
+    for name in v.GPU_SERVICES:
+        service = compose_cpu["services"][name]
+        assert not (service.get("deploy") or {}).get("resources")
+        assert service["environment"]["HF_HUB_OFFLINE"] == "1"
+        assert service["environment"]["REALRAG_DEFAULT_MODEL"] == "tiny-sd"
+    assert compose_cpu["services"]["retriever"]["environment"]["REALRAG_ENCODER_MODEL"] == "/opt/realrag/configs/tiny-clip.json"
+
+
+def test_same_settings_as_realrag_serve(compose_gpu):
+    """The containers' REALRAG_* variables build the very Settings object `realrag serve` uses."""
+    for name in v.APP_SERVICES:
+        settings = v.build_settings(compose_gpu["services"][name]["environment"])
+        assert settings.redis_url == "redis://:CHANGE-ME-redis-password@redis:6379/0"
+        assert settings.qdrant_url == "http://qdrant:6333"
+        assert settings.qdrant_api_key.get_secret_value() == "CHANGE-ME-qdrant-api-key"
+        assert [k.get_secret_value() for k in settings.api_keys] == ["CHANGE-ME-client-key"]
+        assert str(settings.artifact_root) == "/artifacts"
+    worker = v.build_settings(compose_gpu["services"]["worker"]["environment"])
+    assert worker.worker_preload is True
+    assert worker.visibility_timeout_s > worker.task_time_limit_s
+
+
+def test_a_missing_secret_stops_compose_with_a_clear_message(tmp_path):
+    env = tmp_path / "partial.env"
+    env.write_text("QDRANT_API_KEY=x\nREALRAG_API_KEYS=[\"k\"]\n")
+    with pytest.raises(v.ToolError, match="REDIS_PASSWORD"):
+        v.render_compose(v.COMPOSE_FILES, env_file=env)
+
+
+def test_the_env_examples_hold_only_placeholders():
+    for path in (v.COMPOSE_ENV_EXAMPLE, v.K8S_SECRETS_EXAMPLE):
+        for line in path.read_text().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                if v.SECRET_NAME.search(key) and value:
+                    assert "CHANGE-ME" in value, f"{path.name}: {key} looks like a real secret"
+
+
+def test_real_env_files_are_git_ignored():
+    ignore = (v.DEPLOY / ".gitignore").read_text()
+    assert "compose.env" in ignore and "k8s/**/secrets.env" in ignore
+
+
+# ---- planted mistakes -------------------------------------------------------------------------
+
+
+def plant(tmp_path: Path, old: str, new: str, cpu_only: bool = False) -> list[str]:
+    assert old in COMPOSE_TEXT, f"the planted edit no longer applies: {old!r}"
+    path = tmp_path / "docker-compose.yml"
+    path.write_text(COMPOSE_TEXT.replace(old, new, 1))
+    files = [path, v.COMPOSE_CPU_OVERRIDE] if cpu_only else [path]
+    return v.check_compose(v.render_compose(files), v.load_compose_source(path), cpu_only=cpu_only)
+
+
+WORKER_GPU = "    deploy: *gpu\n    # Longer than"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param(WORKER_GPU, "    # Longer than", "worker: GPU service without", id="worker-without-gpu"),
+        pytest.param("      start_period: 20s\n    restart: unless-stopped\n", "      start_period: 20s\n",
+                     "qdrant: no restart policy", id="no-restart-policy"),
+        pytest.param("    restart: unless-stopped\n\n  qdrant:", "    restart: sometimes\n\n  qdrant:",
+                     "redis: no restart policy", id="bad-restart-value"),
+        pytest.param("      test: [\"CMD-SHELL\", \"redis-cli ping | grep -q PONG\"]", "      disable: true",
+                     "redis: no healthcheck", id="healthcheck-disabled"),
+        pytest.param("redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD in .env (see deploy/compose.env.example)}@redis",
+                     "redis://:hunter2@redis", "literal password in a URL", id="password-in-url"),
+        pytest.param("  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:?set QDRANT_API_KEY in .env (see deploy/compose.env.example)}",
+                     "  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:-s3cret}", "REALRAG_QDRANT_API_KEY holds a literal secret",
+                     id="secret-as-default"),
+        pytest.param("image: redis:8.2.2-alpine", "image: redis:latest", "redis: image 'redis:latest' is not pinned",
+                     id="unpinned-image"),
+        pytest.param("      qdrant:\n        condition: service_healthy", "      qdrant:\n        condition: service_started",
+                     "depends_on qdrant must wait for condition service_healthy", id="start-order"),
+        pytest.param("stop_grace_period: 12m", "stop_grace_period: 5m", "must exceed the hard task limit",
+                     id="grace-shorter-than-job"),
+        pytest.param("      - noeviction", "      - allkeys-lru", "noeviction", id="redis-evicts"),
+        pytest.param("        - bash\n        - -c", "        - curl\n        - -fsS", "qdrant image has no curl",
+                     id="qdrant-curl-healthcheck"),
+        pytest.param("  REALRAG_QDRANT_URL: http://qdrant:6333", "  REALRAG_QDRANT_ULR: http://qdrant:6333",
+                     "REALRAG_QDRANT_ULR is not a setting", id="settings-typo"),
+        pytest.param("      REMAP_SIGTERM: SIGQUIT\n", "", "REMAP_SIGTERM=SIGQUIT", id="no-soft-shutdown"),
+        pytest.param("      REALRAG_HEARTBEAT_FILE: /tmp/realrag-worker-heartbeat",
+                     "      REALRAG_HEARTBEAT_FILE: /artifacts/heartbeat", "REALRAG_HEARTBEAT_FILE", id="shared-heartbeat"),
+        pytest.param("REALRAG_VISIBILITY_TIMEOUT_S:-900", "REALRAG_VISIBILITY_TIMEOUT_S:-600",
+                     "visibility_timeout_s must exceed task_time_limit_s", id="visibility-below-time-limit"),
+    ],
+)
+def test_planted_mistake_is_caught(tmp_path, old, new, expected):
+    problems = plant(tmp_path, old, new)
+    assert any(expected in p for p in problems), problems
+
+
+def test_planted_gpu_reservation_in_cpu_override_is_caught(tmp_path):
+    override = tmp_path / "cpu.yml"
+    override.write_text(v.COMPOSE_CPU_OVERRIDE.read_text().replace("  worker:\n    deploy: !reset {}\n", "  worker:\n", 1))
+    problems = v.check_compose(v.render_compose([*v.COMPOSE_FILES, override]), v.load_compose_source(v.COMPOSE_FILES[0]), cpu_only=True)
+    assert any("worker: reserves a GPU" in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        pytest.param("          capabilities: [gpu]\n", "", "missing property 'capabilities'", id="no-capabilities"),
+        pytest.param("          count: ${DEPLOY_GPU_COUNT:-1}\n", "          count: 1\n          device_ids: [\"0\"]\n",
+                     "exclusive", id="count-and-device-ids"),
+    ],
+)
+def test_compose_itself_rejects_an_invalid_file(tmp_path, old, new, message):
+    with pytest.raises(v.ToolError, match=message):
+        plant(tmp_path, old, new)

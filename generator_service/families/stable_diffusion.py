@@ -269,7 +269,9 @@ def build_pipeline(spec: ModelSpec) -> StableDiffusionPipeline:
         **extra,
     )
     if not spec.adapter:
-        raise ValueError(f"model {spec.key!r}: an IP-Adapter (`adapter`) is required for reference conditioning")
+        if spec.max_references:
+            raise ValueError(f"model {spec.key!r}: max_references > 0 needs an IP-Adapter (`adapter`)")
+        return pipe  # text-to-image only (e.g. SD 2.1, for which h94 has no adapter)
     pipe.load_ip_adapter(
         spec.adapter,
         subfolder=spec.adapter_subfolder or "",
@@ -306,7 +308,8 @@ class StableDiffusionGenerator:
         self.device = device
         self.max_references = spec.max_references
         self.variant = spec.adapter_variant
-        self.image_encoder_id = encoder_id(spec, self.variant)
+        self.has_adapter = getattr(pipe.unet, "encoder_hid_proj", None) is not None
+        self.image_encoder_id = encoder_id(spec, self.variant) if self.has_adapter else None
         self.size_multiple = max(spec.size_multiple, 8)
         self.pipe.set_progress_bar_config(disable=True)
 
@@ -337,6 +340,8 @@ class StableDiffusionGenerator:
         """Adapter embeddings of ``images``: ``(2, k, *per_image)``, negative half first, on CPU."""
         if not images:
             raise ValueError("encode_references needs at least one image")
+        if not self.has_adapter:
+            raise ValueError(f"model {self.key!r} has no IP-Adapter; it cannot use references")
         if self.pipe.image_encoder is None:
             raise ValueError(f"model {self.key!r} was loaded without an image encoder; pass embeddings")
         embeds = self.pipe.prepare_ip_adapter_image_embeds(
@@ -381,12 +386,15 @@ class StableDiffusionGenerator:
         elif inputs.references:
             embeds, scale = None, inputs.ip_scale
             conditioning["ip_adapter_image"] = [list(inputs.references)]
-        else:
+        elif self.has_adapter:
             embeds, scale = self._no_reference_embeds(), 0.0
+        else:
+            embeds, scale = None, None  # plain pipeline, no adapter loaded
         if embeds is not None:
             embeds = embeds.to(device=self._execution_device(), dtype=pipe.unet.dtype)
             conditioning["ip_adapter_image_embeds"] = [embeds if do_cfg else embeds[1:]]
-        pipe.set_ip_adapter_scale(scale)
+        if scale is not None:
+            pipe.set_ip_adapter_scale(scale)
 
         def on_step_end(pipeline, step_index, timestep, callback_kwargs):
             if inputs.on_step is not None:

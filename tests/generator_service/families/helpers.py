@@ -32,3 +32,61 @@ def make_inputs(**overrides) -> GenerationInputs:
 
 def pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGB")).astype(np.int16)
+
+
+# --- the generator contract, checked the same way for every family --------------------------
+
+
+def check_reproducible(generator, references, **overrides) -> None:
+    first = generator.generate(make_inputs(references=references, **overrides))
+    second = generator.generate(make_inputs(references=references, **overrides))
+    assert len(first) == len(second) == len(overrides.get("seeds", [7]))
+    for a, b in zip(first, second):
+        assert np.array_equal(pixels(a), pixels(b))
+
+
+def check_reference_changes_image(generator, references_a, references_b, **overrides) -> None:
+    a = generator.generate(make_inputs(references=references_a, **overrides))[0]
+    b = generator.generate(make_inputs(references=references_b, **overrides))[0]
+    assert np.abs(pixels(a) - pixels(b)).max() > 2, "the reference images had no visible effect"
+
+
+def check_cancel_aborts_without_image(generator, references, **overrides) -> None:
+    from generator_service.families.base import JobCanceled
+
+    seen = []
+
+    def cancel_on_second_step(done, total):
+        seen.append((done, total))
+        if done == 2:
+            raise JobCanceled("canceled by the test")
+
+    result = None
+    try:
+        result = generator.generate(
+            make_inputs(references=references, steps=4, on_step=cancel_on_second_step, **overrides)
+        )
+    except JobCanceled:
+        pass
+    else:
+        raise AssertionError("generate returned instead of raising JobCanceled")
+    assert result is None
+    assert seen == [(1, 4), (2, 4)], "the pipeline kept stepping after the cancel"
+
+
+def check_too_many_references_rejected(generator) -> None:
+    import pytest
+
+    too_many = [reference_image(i) for i in range(generator.max_references + 1)]
+    with pytest.raises(ValueError, match=f"at most {generator.max_references} reference"):
+        generator.generate(make_inputs(references=too_many))
+
+
+def check_sizes_honoured(generator, sizes, **overrides) -> None:
+    import io
+
+    for width, height in sizes:
+        image = generator.generate(make_inputs(width=width, height=height, steps=2, **overrides))[0]
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        assert Image.open(io.BytesIO(buffer.getvalue())).size == (width, height)

@@ -339,7 +339,7 @@ def run_train(
                         "epoch": epoch,
                         "loss": float(np.mean(group_losses)),
                         "lr": optimizer.param_groups[0]["lr"],
-                        "logit_scale": float(logit_scale()),
+                        "logit_scale": float(logit_scale().detach()),
                     }
                 )
                 group_losses = []

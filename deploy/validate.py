@@ -1037,6 +1037,8 @@ def check_dockerignore(dockerfiles: dict[str, str], dockerignore: str) -> list[s
                 continue
             sources = [s for s in value.split()[:-1] if not s.startswith("--")]
             for source in sources:
+                if not (REPO / source).exists():
+                    problems.append(f"{role}.Dockerfile copies {source}, which does not exist in the repository")
                 probe = source.rstrip("/")
                 directory = REPO / probe
                 if directory.is_dir():  # a file inside must be sent, not just the folder entry

@@ -108,6 +108,12 @@ def test_planted_dockerignore_mistakes_are_caught():
     assert any("lets .env into the build context" in p for p in problems), problems
 
 
+def test_planted_missing_copy_source_is_caught():
+    text = TEXTS["gateway"].replace("COPY services ./services", "COPY service ./services")
+    problems = v.check_dockerignore({"gateway": text}, DOCKERIGNORE)
+    assert any("copies service, which does not exist" in p for p in problems), problems
+
+
 def test_planted_constraint_drift_is_caught():
     torch = v.pinned_version(v.pyproject()["project"]["optional-dependencies"]["ml"], "torch")
     drifted = f"torch=={torch}.post9\n"

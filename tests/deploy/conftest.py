@@ -42,7 +42,10 @@ def gke(rendered_overlays) -> list[dict]:
 
 
 def find(docs: list[dict], kind: str, name: str) -> dict:
-    matches = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    """The one object of that kind and name; generated ConfigMaps/Secrets match without their hash."""
+    hashed = kind in ("ConfigMap", "Secret")
+    matches = [d for d in docs if d["kind"] == kind and (d["metadata"]["name"] == name or (
+        hashed and d["metadata"]["name"].rsplit("-", 1)[0] == name))]
     assert len(matches) == 1, f"{kind}/{name}: {len(matches)} matches"
     return matches[0]
 

@@ -90,3 +90,10 @@ def check_sizes_honoured(generator, sizes, **overrides) -> None:
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         assert Image.open(io.BytesIO(buffer.getvalue())).size == (width, height)
+
+
+def assert_equal_up_to_batch_rounding(a: Image.Image, b: Image.Image) -> None:
+    """Same image computed in a different batch size: CPU kernels may round the last float bits
+    differently, which can flip a pixel by one level; anything more is a real difference."""
+    diff = np.abs(pixels(a) - pixels(b))
+    assert diff.max() <= 1 and diff.mean() < 0.05, (diff.max(), diff.mean())

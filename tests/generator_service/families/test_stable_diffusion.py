@@ -12,7 +12,7 @@ from generator_service.families import stable_diffusion
 from generator_service.families.base import JobCanceled
 from generator_service.registry import family_module
 
-from .helpers import make_inputs, packaged_spec, pixels, reference_image
+from .helpers import assert_equal_up_to_batch_rounding, make_inputs, packaged_spec, pixels, reference_image
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ def test_one_image_per_seed_each_from_its_own_generator(generator):
     batch = generator.generate(make_inputs(seeds=[3, 4], references=refs))
     alone = generator.generate(make_inputs(seeds=[4], references=refs))
     assert len(batch) == 2
-    assert np.array_equal(pixels(batch[1]), pixels(alone[0]))
+    assert_equal_up_to_batch_rounding(batch[1], alone[0])
     assert not np.array_equal(pixels(batch[0]), pixels(batch[1]))
 
 

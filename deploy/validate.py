@@ -828,14 +828,34 @@ def _check_scaling_and_budgets(docs: list[dict]) -> list[str]:
         problems.append(f"Deployment/{gateway['metadata']['name']}: sets replicas although its HPA owns them")
     pdbs = _find(docs, "PodDisruptionBudget")
     for deployment in _find(docs, "Deployment"):
+        name = deployment["metadata"]["name"]
         labels = _pod_labels(deployment)
-        if not any(_selects(p["spec"].get("selector") or {}, labels) for p in pdbs):
-            problems.append(f"Deployment/{deployment['metadata']['name']}: no PodDisruptionBudget selects its pods")
+        selecting = [p for p in pdbs if _selects(p["spec"].get("selector") or {}, labels)]
+        if not selecting:
+            problems.append(f"Deployment/{name}: no PodDisruptionBudget selects its pods")
+        replicas = _minimum_replicas(docs, deployment)
+        for pdb in selecting:
+            min_available = pdb["spec"].get("minAvailable")
+            if isinstance(min_available, int) and replicas is not None and min_available >= replicas:
+                problems.append(f"PodDisruptionBudget/{pdb['metadata']['name']}: minAvailable {min_available} with "
+                                f"{replicas} replica(s) of {name} blocks every eviction (node drains hang)")
     for service in _find(docs, "Service"):
         selector = service["spec"].get("selector") or {}
         if not any(_selects({"matchLabels": selector}, _pod_labels(w)) for w in docs if _pod_spec(w) is not None):
             problems.append(f"Service/{service['metadata']['name']}: its selector matches no pod template")
     return problems
+
+
+def _minimum_replicas(docs: list[dict], deployment: dict) -> int | None:
+    """The fewest replicas the Deployment can run with: its HPA/KEDA minimum, else spec.replicas."""
+    name = deployment["metadata"]["name"]
+    for hpa in _find(docs, "HorizontalPodAutoscaler"):
+        if hpa["spec"]["scaleTargetRef"]["name"] == name:
+            return int(hpa["spec"].get("minReplicas", 1))
+    for so in _find(docs, "ScaledObject"):
+        if so["spec"]["scaleTargetRef"]["name"] == name:
+            return int(so["spec"].get("minReplicaCount", 0))
+    return int(deployment["spec"].get("replicas", 1))
 
 
 def _check_network_policies(docs: list[dict]) -> list[str]:

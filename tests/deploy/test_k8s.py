@@ -148,6 +148,7 @@ PLANTED = {
     "literal-redis-password": (lambda d: _set_env(d, "realrag-gateway", "REALRAG_REDIS_URL", "redis://:hunter2@realrag-redis:6379/0"),
                                "literal password in a URL"),
     "no-gateway-hpa": (lambda d: d.remove(find(d, "HorizontalPodAutoscaler", "realrag-gateway")), "no HorizontalPodAutoscaler"),
+    "pdb-blocks-drains": (lambda d: find(d, "Deployment", "realrag-retriever")["spec"].update(replicas=1), "blocks every eviction"),
     "no-worker-pdb": (lambda d: d.remove(find(d, "PodDisruptionBudget", "realrag-worker")), "realrag-worker: no PodDisruptionBudget"),
     "settings-typo": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_QUEUE_NAMES="x"), "REALRAG_QUEUE_NAMES is not a setting"),
     "invalid-settings": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_VISIBILITY_TIMEOUT_S="60"),

@@ -30,7 +30,8 @@ def celery_config(settings: Settings) -> dict:
         # Model loads happen on the first task in the child, not in worker_process_init, but a
         # preload (REALRAG_WORKER_PRELOAD) may take minutes on real weights.
         "worker_proc_alive_timeout": 600.0 if settings.worker_preload else 60.0,
-        "worker_soft_shutdown_timeout": float(max(settings.task_soft_time_limit_s - 30, 0)),
+        # on SIGTERM a running job gets its whole time limit before it is requeued
+        "worker_soft_shutdown_timeout": float(settings.task_time_limit_s),
         "worker_enable_soft_shutdown_on_idle": True,
         "worker_send_task_events": False,
         "task_send_sent_event": False,

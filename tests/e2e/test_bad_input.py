@@ -104,14 +104,18 @@ def _start_gateway(env_overrides: dict) -> tuple[subprocess.Popen, str]:
 def test_retriever_unreachable_is_503_and_no_job_is_left(stack_env, stack):
     proc, url = _start_gateway({**stack_env, "REALRAG_RETRIEVER_URL": f"http://127.0.0.1:{free_port()}"})
     try:
-        response = httpx.post(f"{url}/v1/generations", json={"prompt": "ok", "seed": 1}, headers={"Idempotency-Key": "k-503"})
+        import uuid
+
+        key = f"k-503-{uuid.uuid4().hex}"
+        response = httpx.post(f"{url}/v1/generations", json={"prompt": "ok", "seed": 1}, headers={"Idempotency-Key": key})
         assert response.status_code == 503
         assert response.json()["error"]["code"] == "retriever_unavailable"
-        assert httpx.get(f"{url}/readyz").status_code == 503
+        ready = httpx.get(f"{url}/readyz")
+        assert ready.status_code == 200 and ready.json()["retriever"]["status"] == "unavailable"
         # nothing was lost or half-created: the same key can be used again once the retriever is back
         import redis
 
-        assert redis.Redis().get("realrag:idem:k-503") is None
+        assert redis.Redis().get(f"realrag:idem:{key}") is None
     finally:
         proc.kill()
 

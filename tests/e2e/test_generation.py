@@ -66,22 +66,25 @@ def test_n_images_have_one_seed_each(gateway, corpus):
 
 
 def test_put_with_client_id_and_idempotency_key_replay(gateway, corpus):
+    import uuid
+
+    job_id, key = f"client-{uuid.uuid4().hex}", f"retry-{uuid.uuid4().hex}"
     body = {"prompt": "the Ambrix Ray", "seed": 1}
-    first = gateway.put("/v1/generations/client-chosen-1", json=body)
+    first = gateway.put(f"/v1/generations/{job_id}", json=body)
     assert first.status_code == 202
-    again = gateway.put("/v1/generations/client-chosen-1", json=body)
-    assert again.status_code == 200 and again.json()["id"] == "client-chosen-1"
-    conflict = gateway.put("/v1/generations/client-chosen-1", json={**body, "seed": 2})
+    again = gateway.put(f"/v1/generations/{job_id}", json=body)
+    assert again.status_code == 200 and again.json()["id"] == job_id
+    conflict = gateway.put(f"/v1/generations/{job_id}", json={**body, "seed": 2})
     assert conflict.status_code == 409
     assert conflict.json()["error"]["code"] == "idempotency_conflict"
 
-    headers = {"Idempotency-Key": "retry-me-123"}
+    headers = {"Idempotency-Key": key}
     a = gateway.post("/v1/generations", json=body, headers=headers)
     b = gateway.post("/v1/generations", json=body, headers=headers)
     assert a.status_code == 202 and b.status_code == 200
     assert a.json()["id"] == b.json()["id"]
     assert gateway.post("/v1/generations", json={**body, "seed": 9}, headers=headers).status_code == 409
-    assert wait_for(gateway, "client-chosen-1")["status"] == "succeeded"
+    assert wait_for(gateway, job_id)["status"] == "succeeded"
 
 
 def test_cancel_running_job_stores_no_image(gateway, corpus, stack):

@@ -20,12 +20,17 @@ def healthz() -> dict:
 
 @router.get("/readyz")
 def readyz(jobs: JobsDep, retriever: RetrieverDep) -> dict:
+    """Ready = Redis answers. The retriever is reported, not required: without it job status
+    reads still work, and failing every gateway pod on a retriever outage would take them away."""
     try:
         jobs.ping()
     except Exception as exc:
         raise ApiError(503, "redis_unavailable", "Redis (job store and broker) is unreachable") from exc
-    ready = retriever.ready()
-    return {"status": "ready", "redis": "ok", "retriever": ready}
+    try:
+        retriever_state = retriever.ready()
+    except ApiError as exc:
+        retriever_state = {"status": "unavailable", "error": exc.code}
+    return {"status": "ready", "redis": "ok", "retriever": retriever_state}
 
 
 @router.get("/metrics")

@@ -294,7 +294,7 @@ def dump_models_toml(models: dict[str, dict[str, Any]]) -> str:
 
 
 def register_retriever(
-    models_file: Path, model_key: str, checkpoint: str | Path, kind: str | None = None, settings: Settings | None = None
+    models_file: Path, model_key: str, checkpoint: str | Path, kind: str | None = None
 ) -> dict[str, str]:
     """Name `checkpoint` as `model_key`'s retriever of `kind` (default: the card's kind)."""
     from generator_service import registry
@@ -317,8 +317,12 @@ def register_retriever(
     if models_file.is_file():
         with models_file.open("rb") as fh:
             models = tomllib.load(fh).get("models", {})
-    if model_key not in models:
-        spec = registry.get_spec(model_key, settings)
+    if model_key not in models:  # start from the packaged entry
+        with registry.PACKAGED_MODELS.open("rb") as fh:
+            packaged = tomllib.load(fh).get("models", {})
+        if model_key not in packaged:
+            raise CheckpointError(f"unknown model key {model_key!r}: not in {registry.PACKAGED_MODELS} or {models_file}")
+        spec = registry.ModelSpec(key=model_key, **packaged[model_key])
         models[model_key] = spec.model_dump(exclude={"key"}, exclude_defaults=True)
     models[model_key].setdefault("retrievers", {})[kind] = str(weights)
     atomic_write_text(models_file, dump_models_toml(models))

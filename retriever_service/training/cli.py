@@ -131,26 +131,28 @@ def add_train_retriever_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def cmd_index(args: argparse.Namespace) -> int:
+def cmd_index(args: argparse.Namespace, settings=None, index=None, hook=None) -> int:
+    """`settings`/`index`/`hook` let a process that already owns the index (the retriever service,
+    tests) run the command in-process; the CLI opens the index from the settings."""
     from services.settings import get_settings
 
     from retriever_service.checkpoints import CheckpointError
     from retriever_service.reindex import ReindexError, register_retriever, reindex, rollback
 
-    settings = get_settings()
+    settings = settings or get_settings()
     try:
         if args.rollback:
-            before, after = rollback(settings)
+            before, after = rollback(settings, index=index)
             print(json.dumps({"rolled_back_from": before, "collection": after}))
             return 0
         if not args.retriever:
             raise SystemExit("realrag index: --retriever CKPT (or --rollback) is required")
-        result = reindex(settings, args.retriever, force=args.force, batch_size=args.batch_size)
+        result = reindex(settings, args.retriever, index=index, force=args.force, batch_size=args.batch_size, hook=hook)
         if args.register:
             models_file = args.models_file or settings.models_file
             if not models_file:
                 raise SystemExit("--register needs --models-file or REALRAG_MODELS_FILE")
-            result.registered = register_retriever(Path(models_file), args.register, args.retriever, args.kind, settings)
+            result.registered = register_retriever(Path(models_file), args.register, args.retriever, args.kind)
     except (CheckpointError, ReindexError) as exc:
         print(f"realrag index: {exc}", file=sys.stderr)
         return 2
@@ -174,10 +176,14 @@ def add_index_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m retriever_service.training")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_train_retriever_parser(subparsers)
     add_index_parser(subparsers)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.func(args) or 0

@@ -78,6 +78,8 @@ def run_key(config: TrainConfig, arm: Negatives, dataset: Dataset, mined: Mined 
 
 
 def resolve_precision(config: TrainConfig, device: str) -> str:
+    if config.precision == "fp16" and not device.startswith("cuda"):
+        raise ValueError("precision fp16 needs a CUDA device (loss scaling); use bf16 or fp32 on CPU")
     if config.precision != "auto":
         return config.precision
     if device.startswith("cuda"):

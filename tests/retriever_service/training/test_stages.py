@@ -172,3 +172,15 @@ def test_planted_case_standard_ranks_the_reflective_negative_first_reflective_do
     r = scores(reflective)
     assert s[planted] > s[positive]  # standard: the negative first
     assert r[positive] > r[planted]  # reflective: the real photo first
+
+
+def test_bf16_autocast_path_trains(mined_setup, tmp_path):
+    """The mixed-precision code path (bf16 autocast; on GPU by default) also runs on CPU."""
+    config = mined_setup.config.model_copy(update={"work_dir": tmp_path, "precision": "bf16", "epochs": 1})
+    key = encoder_key(build_encoder(config))
+    run, _ = run_train(config, mined_setup.dataset, mined_setup.mined, mined_setup.corpus_vectors, "reflective", key)
+    assert run.summary["precision"] == "bf16"
+    assert all(np.isfinite(h["loss"]) for h in run.history)
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        run_train(config.model_copy(update={"precision": "fp16"}), mined_setup.dataset, mined_setup.mined,
+                  mined_setup.corpus_vectors, "reflective", key)

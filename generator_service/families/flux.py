@@ -66,7 +66,7 @@ TINY_VISION_HIDDEN = 32
 TINY_VISION_IMAGE_SIZE = 32
 TINY_IMAGE_EMBED_DIM = 16  # CLIP-L projection (768 in the real encoder)
 TINY_IP_VALUE_GAIN = 3.0
-TINY_MAX_SEQUENCE_LENGTH = 64
+TINY_MAX_SEQUENCE_LENGTH = 128
 DEFAULT_TRUE_CFG = 4.0
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
@@ -201,7 +201,9 @@ def tiny_components() -> dict:
     }
 
 
-def random_ip_adapter_state_dict(transformer: FluxTransformer2DModel, image_embed_dim: int) -> dict:
+def random_ip_adapter_state_dict(
+    transformer: FluxTransformer2DModel, image_embed_dim: int, value_gain: float = TINY_IP_VALUE_GAIN
+) -> dict:
     """Random XLabs-style weights (diffusers' ``create_flux_ip_adapter_state_dict``).
 
     One k/v pair with biases per double-stream block, numbered from 0, plus ``ImageProjection``.
@@ -219,7 +221,7 @@ def random_ip_adapter_state_dict(transformer: FluxTransformer2DModel, image_embe
         ip_adapter[f"{key_id}.to_k_ip.weight"] = processor.to_k_ip[0].weight.detach().clone()
         ip_adapter[f"{key_id}.to_k_ip.bias"] = processor.to_k_ip[0].bias.detach().clone()
         # gain: make the random references visibly matter in the tiny twin
-        ip_adapter[f"{key_id}.to_v_ip.weight"] = processor.to_v_ip[0].weight.detach() * TINY_IP_VALUE_GAIN
+        ip_adapter[f"{key_id}.to_v_ip.weight"] = processor.to_v_ip[0].weight.detach() * value_gain
         ip_adapter[f"{key_id}.to_v_ip.bias"] = processor.to_v_ip[0].bias.detach().clone()
         key_id += 1
     projection = ImageProjection(cross_attention_dim=joint_dim, image_embed_dim=image_embed_dim, num_image_text_embeds=4)

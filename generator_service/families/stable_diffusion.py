@@ -150,16 +150,25 @@ def tiny_image_encoder(projection_dim: int) -> tuple[CLIPVisionModelWithProjecti
     return encoder, processor
 
 
-def random_ip_adapter_state_dict(unet: UNet2DConditionModel, image_embed_dim: int, variant: str) -> dict:
+def random_ip_adapter_state_dict(
+    unet: UNet2DConditionModel,
+    image_embed_dim: int,
+    variant: str,
+    plus_hidden_dims: int = 32,
+    plus_heads: int = 1,
+    plus_queries: int = TINY_PLUS_QUERIES,
+    value_gain: float = TINY_IP_VALUE_GAIN,
+) -> dict:
     """Random IP-Adapter weights in h94's checkpoint layout, shaped for ``unet``.
 
     Mirrors diffusers' ``create_ip_adapter_state_dict`` test helper: one k/v projection pair per
     cross-attention layer (ids 1, 3, 5, ...), plus the image projection (base: ``ImageProjection``;
-    Plus: the ``IPAdapterPlusImageProjection`` resampler, keys mapped back to h94 names).
+    Plus: the ``IPAdapterPlusImageProjection`` resampler, keys mapped back to h94 names). The
+    defaults are the tiny twin's; h94's SDXL Plus is ``plus_hidden_dims=1280, plus_heads=20``.
     """
     torch.manual_seed(0)
     cross_attention_dim = unet.config.cross_attention_dim
-    num_tokens = TINY_PLUS_QUERIES if variant == "plus" else 4
+    num_tokens = plus_queries if variant == "plus" else 4
     ip_adapter = {}
     key_id = 1
     for name in unet.attn_processors:
@@ -175,18 +184,18 @@ def random_ip_adapter_state_dict(unet: UNet2DConditionModel, image_embed_dim: in
         ip_adapter[f"{key_id}.to_k_ip.weight"] = processor.to_k_ip[0].weight.detach().clone()
         # default init gives the references a barely visible effect on a random UNet; the gain makes
         # the tiny twin's outputs depend on its references about as much as on its prompt
-        ip_adapter[f"{key_id}.to_v_ip.weight"] = processor.to_v_ip[0].weight.detach() * TINY_IP_VALUE_GAIN
+        ip_adapter[f"{key_id}.to_v_ip.weight"] = processor.to_v_ip[0].weight.detach() * value_gain
         key_id += 2
 
     if variant == "plus":
         projection = IPAdapterPlusImageProjection(
             embed_dims=image_embed_dim,
             output_dims=cross_attention_dim,
-            hidden_dims=32,
+            hidden_dims=plus_hidden_dims,
             depth=4,  # the loader converts exactly four resampler blocks
             dim_head=64,  # the loader infers heads as to_q rows // 64
-            heads=1,
-            num_queries=TINY_PLUS_QUERIES,
+            heads=plus_heads,
+            num_queries=plus_queries,
         )
         image_proj = _plus_projection_to_h94(projection.state_dict())
     else:

@@ -58,7 +58,7 @@ TINY_SIGLIP_IMAGE_SIZE = 32
 TINY_ADAPTER_HIDDEN = 32
 TINY_ADAPTER_QUERIES = 8  # InstantX uses 64
 TINY_IP_VALUE_GAIN = 10.0
-TINY_MAX_SEQUENCE_LENGTH = 64
+TINY_MAX_SEQUENCE_LENGTH = 128
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -175,8 +175,20 @@ def tiny_components() -> dict:
     }
 
 
-def random_ip_adapter_state_dict(transformer: SD3Transformer2DModel) -> dict:
-    """Random weights in the layout ``SD3IPAdapterMixin.load_ip_adapter`` reads (InstantX's)."""
+def random_ip_adapter_state_dict(
+    transformer: SD3Transformer2DModel,
+    image_embed_dim: int = TINY_SIGLIP_HIDDEN,
+    adapter_hidden: int = TINY_ADAPTER_HIDDEN,
+    adapter_heads: int = 1,
+    num_queries: int = TINY_ADAPTER_QUERIES,
+    timestep_in_dim: int = 32,
+    value_gain: float = TINY_IP_VALUE_GAIN,
+) -> dict:
+    """Random weights in the layout ``SD3IPAdapterMixin.load_ip_adapter`` reads (InstantX's).
+
+    Defaults are the tiny twin's; InstantX's SD3.5-Large adapter is ``image_embed_dim=1152,
+    adapter_hidden=1280, adapter_heads=20, num_queries=64, timestep_in_dim=320``.
+    """
     torch.manual_seed(0)
     hidden_size = transformer.config.attention_head_dim * transformer.config.num_attention_heads
     ip_adapter = {}
@@ -185,21 +197,21 @@ def random_ip_adapter_state_dict(transformer: SD3Transformer2DModel) -> dict:
             hidden_size=hidden_size,
             ip_hidden_states_dim=hidden_size,
             head_dim=transformer.config.attention_head_dim,
-            timesteps_emb_dim=TINY_ADAPTER_HIDDEN,
+            timesteps_emb_dim=adapter_hidden,
         )
         for name, value in processor.state_dict().items():
             if name == "to_v_ip.weight":
-                value = value * TINY_IP_VALUE_GAIN  # make the random references visibly matter
+                value = value * value_gain  # make the random references visibly matter
             ip_adapter[f"{index}.{name}"] = value.detach().clone()
     projection = IPAdapterTimeImageProjection(
-        embed_dim=TINY_SIGLIP_HIDDEN,
+        embed_dim=image_embed_dim,
         output_dim=hidden_size,
-        hidden_dim=TINY_ADAPTER_HIDDEN,
+        hidden_dim=adapter_hidden,
         depth=4,  # the loader builds exactly four resampler blocks
         dim_head=64,  # the loader infers heads as to_q rows // 64
-        heads=1,
-        num_queries=TINY_ADAPTER_QUERIES,
-        timestep_in_dim=32,
+        heads=adapter_heads,
+        num_queries=num_queries,
+        timestep_in_dim=timestep_in_dim,
     )
     # diffusers-named keys pass through the InstantX -> diffusers renaming unchanged
     image_proj = {name: value.detach().clone() for name, value in projection.state_dict().items()}

@@ -29,6 +29,7 @@ BYTE_VOCAB_SIZE = len(BYTE_SPECIAL_TOKENS) + 256
 
 
 def tokenizer_cache_dir() -> Path:
+    """``$REALRAG_TOKENIZER_CACHE``, else ``$XDG_CACHE_HOME/realrag/tokenizers`` (~/.cache by default)."""
     root = os.environ.get("REALRAG_TOKENIZER_CACHE")
     if root:
         return Path(root)
@@ -94,7 +95,12 @@ def clip_tokenizer():
 
     target = tokenizer_cache_dir() / "clip-bpe-16e6"
     if not (target / "merges.txt").is_file():
-        _write_clip_vocab(target)
+        try:
+            _write_clip_vocab(target)
+        except PermissionError:  # read-only home (containers): fall back to the temp dir
+            target = Path(tempfile.gettempdir()) / "realrag-tokenizers" / "clip-bpe-16e6"
+            if not (target / "merges.txt").is_file():
+                _write_clip_vocab(target)
     tokenizer = CLIPTokenizer.from_pretrained(str(target), model_max_length=CLIP_MAX_LENGTH)
     if len(tokenizer) != CLIP_VOCAB_SIZE or tokenizer.eos_token_id != CLIP_EOS_ID:
         raise RuntimeError(

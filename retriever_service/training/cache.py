@@ -68,6 +68,7 @@ class StageTiming:
     done: int = 0
     cached: int = 0
     seconds: float = 0.0
+    setup_seconds: float = 0.0  # loading models: part of `seconds`, not of the throughput
     extra: dict[str, Any] = field(default_factory=dict)
     _start: float = field(default=0.0, repr=False)
 
@@ -80,7 +81,8 @@ class StageTiming:
 
     @property
     def per_second(self) -> float | None:
-        return self.done / self.seconds if self.done and self.seconds > 0 else None
+        busy = self.seconds - self.setup_seconds
+        return self.done / busy if self.done and busy > 0 else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +91,7 @@ class StageTiming:
             "done": self.done,
             "cached": self.cached,
             "seconds": round(self.seconds, 4),
+            "setup_seconds": round(self.setup_seconds, 4),
             "per_second": round(self.per_second, 3) if self.per_second else None,
             **self.extra,
         }

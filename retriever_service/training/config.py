@@ -105,9 +105,10 @@ class TrainConfig(BaseModel):
         from services.settings import get_settings
 
         settings = get_settings()
-        return self.model_copy(
-            update={"encoder_model": settings.encoder_model, "encoder_pretrained": settings.encoder_pretrained}
-        )
+        update: dict[str, Any] = {"encoder_model": settings.encoder_model}
+        if "encoder_pretrained" not in self.model_fields_set:
+            update["encoder_pretrained"] = settings.encoder_pretrained
+        return self.model_copy(update=update)
 
     def hyperparameters(self) -> dict[str, Any]:
         return json.loads(self.model_dump_json())

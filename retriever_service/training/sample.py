@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +113,9 @@ def run_sample(
     timing = StageTiming("sample", "images", cached=(len(dataset.prompts) - len(todo)) * m)
     with timing:
         if todo and generator is None:
+            loaded = time.perf_counter()
             generator = load_generator(config.generator, config.generator_device)
+            timing.setup_seconds = time.perf_counter() - loaded
         bar = progress(total=len(dataset.prompts) * m, desc=f"sample {config.generator}", unit="img",
                        initial=timing.cached)
         for prompt in todo:

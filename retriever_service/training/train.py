@@ -35,7 +35,8 @@ from .mine import Mined, build_encoder
 # TrainConfig fields that do not change the trained weights of an arm
 NOT_IN_RUN_KEY = {
     "work_dir", "output", "compare_standard", "eval_top_k", "generator_device", "encoder_batch_size",
-    "negatives",
+    "negatives", "checkpoint_every",
+    "data", "data_root",  # the data hash covers the content, wherever it lives
 }
 # ... and, for the in-batch arm, the generator side does not matter either
 GENERATOR_FIELDS = {

@@ -22,6 +22,7 @@ from services.webhooks import deliver
 from . import heartbeat
 from .families.base import GenerationInputs, JobCanceled
 from .loader import get_generator
+from .reference_cache import ReferenceEmbeddingCache
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,11 @@ def _generate(task: GenerateTask, jobs: JobStore, settings: Settings, job: Job) 
     generator, load_s = get_generator(task.model, settings)
     heartbeat.touch(settings.heartbeat_path, model_loaded=True)
     references = _load_references(artifacts, task.reference_uris)
+    reference_embeds = None
+    if references and generator.image_encoder_id:
+        # adapter embeddings are cached per (encoder, image): a warm corpus skips the image encoder
+        cache = ReferenceEmbeddingCache(settings.artifact_root / "embeds")
+        reference_embeds = cache.embeddings_for(generator, references)
 
     def on_step(done: int, total: int) -> None:
         heartbeat.touch(settings.heartbeat_path)
@@ -127,6 +133,7 @@ def _generate(task: GenerateTask, jobs: JobStore, settings: Settings, job: Job) 
             height=task.height,
             references=references,
             reference_labels=task.reference_labels,
+            reference_embeds=reference_embeds,
             ip_scale=task.ip_scale,
             on_step=on_step,
         )

@@ -48,3 +48,8 @@ class Generator(Protocol):
     def generate(self, inputs: GenerationInputs) -> list[Image.Image]:
         """One image per seed, each from its own torch.Generator; deterministic per seed."""
         ...
+
+    def encode_references(self, images: list[Image.Image]) -> object:
+        """Adapter embeddings of the references, (2, k, ...) with the negative half first; what
+        ``GenerationInputs.reference_embeds`` takes. Families without an image encoder raise."""
+        ...

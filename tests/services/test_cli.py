@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from services.sample_corpus import sample_corpus
@@ -25,6 +26,16 @@ def test_generate_locally_with_references(tmp_path):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     image = Image.open(summary["outputs"][0])
     assert image.size == (48, 64)
+
+
+@pytest.mark.parametrize("model", ["tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-omnigen"])
+def test_generate_locally_with_every_tiny_twin(tmp_path, model):
+    ref = tmp_path / "ref.png"
+    sample_corpus()[1].image.save(ref)
+    out = tmp_path / f"{model}.png"
+    result = realrag("generate", "--model", model, "--prompt", "a car", "--ref", str(ref), "--width", "64", "--height", "64", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert Image.open(out).size == (64, 64)
 
 
 def test_generate_unknown_model_fails_clearly(tmp_path):

@@ -100,7 +100,11 @@ def cmd_train_retriever(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     from .pipeline import run_pipeline
 
-    result = run_pipeline(config, until=args.until)
+    try:
+        result = run_pipeline(config, until=args.until)
+    except ValueError as exc:  # DataError, unknown model key, bad option combination: say it plainly
+        print(f"realrag train-retriever: {exc}", file=sys.stderr)
+        return 2
     summary: dict[str, Any] = {"work_dir": str(config.work_dir), "data": result.dataset.summary()}
     if result.report is not None:
         summary["metrics"] = {

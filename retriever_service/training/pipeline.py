@@ -66,6 +66,12 @@ def run_pipeline(
         raise ValueError(f"unknown stage {until!r}; one of {STAGES}")
     stop = STAGES.index(until)
     config = config.resolved()
+    from generator_service.registry import get_spec
+
+    try:
+        get_spec(config.generator)  # fail before any work on a typo
+    except KeyError:
+        raise ValueError(f"unknown generator model key {config.generator!r} (see generator_service/models.toml)") from None
     work = Path(config.work_dir)
     work.mkdir(parents=True, exist_ok=True)
 

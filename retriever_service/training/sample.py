@@ -72,6 +72,16 @@ def sampling_params(config: TrainConfig, spec) -> dict[str, Any]:
     }
 
 
+def _release_accelerator_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
 def load_generator(key: str, device: str):
     """The same generator object the worker builds for `key`."""
     from generator_service.registry import family_module, get_spec
@@ -110,6 +120,7 @@ def run_sample(
         return len(entries) >= m and all((root / e["file"]).is_file() for e in entries[:m])
 
     todo = [p for p in dataset.prompts if not complete(p.id)]
+    owned_generator = bool(todo) and generator is None
     timing = StageTiming("sample", "images", cached=(len(dataset.prompts) - len(todo)) * m)
     with timing:
         if todo and generator is None:
@@ -148,5 +159,8 @@ def run_sample(
             if hook:
                 hook("sample", timing.done)
         bar.close()
+    if owned_generator:  # free the GPU for the training stage
+        del generator
+        _release_accelerator_memory()
     files = {p.id: done[p.id][:m] for p in dataset.prompts}
     return Samples(root, key, files), timing

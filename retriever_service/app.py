@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, Request, Response, UploadFile
+from pydantic import BaseModel
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 
 from services.errors import ApiError, install_error_handlers
@@ -128,6 +129,36 @@ def delete_image(image_id: str, retriever: RetrieverDep) -> Response:
     if not (_is_uuid(image_id) and retriever.delete(image_id)):
         raise ApiError(404, "image_not_found", f"no corpus image {image_id}")
     return Response(status_code=204)
+
+
+class ReindexRequest(BaseModel):
+    checkpoint: str
+    force: bool = False
+
+
+@app.post("/v1/admin/reindex")
+def admin_reindex(body: ReindexRequest, retriever: RetrieverDep) -> dict:
+    """Re-embed the corpus with a checkpoint's image tower into a new collection and switch the
+    alias; searches keep answering meanwhile. Use this (not a second process) with the embedded
+    engine, whose shard directory has a single owner."""
+    from .checkpoints import CheckpointError
+    from .reindex import ReindexError, reindex
+
+    try:
+        return reindex(retriever.settings, body.checkpoint, index=retriever.index, force=body.force).as_dict()
+    except (CheckpointError, ReindexError, FileNotFoundError) as exc:
+        raise ApiError(422, "reindex_refused", str(exc)) from exc
+
+
+@app.post("/v1/admin/rollback")
+def admin_rollback(retriever: RetrieverDep) -> dict:
+    from .reindex import ReindexError, rollback
+
+    try:
+        previous, current = rollback(retriever.settings, index=retriever.index)
+    except ReindexError as exc:
+        raise ApiError(409, "rollback_refused", str(exc)) from exc
+    return {"from": previous, "to": current}
 
 
 def _is_uuid(value: str) -> bool:

@@ -65,7 +65,7 @@ class ClipEncoder:
         """Load a fine-tuned retriever checkpoint (safetensors state dict; image tower untouched)."""
         from retriever_service.checkpoints import load_retriever_weights
 
-        load_retriever_weights(self.model, path)
+        load_retriever_weights(self.model, path, base_encoder_id=self.id)
         self.text_tower = str(path)
 
     @property

@@ -59,7 +59,7 @@ class Retriever:
         self.index = index or open_index(settings)
         self.store = LocalArtifactStore(settings.artifact_root)
         self.collection = self.index.ensure(self.encoder.dim)
-        self._text_towers: dict[str, ClipEncoder] = {}
+        self._towers: dict[str, ClipEncoder] = {}
         self._towers_lock = threading.Lock()
         self._ingest_lock = threading.Lock()  # dedup check + upsert must not interleave
 
@@ -110,7 +110,7 @@ class Retriever:
                 "created_at": time.time(),
                 "encoder": self.encoder.id,
             }
-            vector = self.encoder.encode_images([image])[0]
+            vector = self.image_encoder().encode_images([image])[0]
             self.index.upsert([IndexedPoint(id=point_id, vector=vector.tolist(), payload=payload)])
         return IngestResponse(**point_to_corpus_image(point_id, payload).model_dump(), duplicate=False)
 
@@ -126,6 +126,29 @@ class Retriever:
         self.store.delete(payload["image_uri"])
         return True
 
+    # --- encoders ------------------------------------------------------------------------
+    def _checkpoint_encoder(self, checkpoint: str) -> ClipEncoder:
+        """The base encoder with a retriever checkpoint's towers loaded (cached per checkpoint)."""
+        with self._towers_lock:
+            if checkpoint not in self._towers:
+                self._towers[checkpoint] = ClipEncoder(
+                    self.settings.encoder_model,
+                    self.settings.encoder_pretrained,
+                    device=self.settings.encoder_device,
+                    batch_size=self.settings.encoder_batch_size,
+                    text_tower=checkpoint,
+                )
+            return self._towers[checkpoint]
+
+    def image_encoder(self) -> ClipEncoder:
+        """Ingest must embed in the space of the collection behind the alias: after `realrag index`
+        deployed a checkpoint with a trained image tower, that tower, not the base one."""
+        from .reindex import image_tower_for_collection
+
+        collection = self.index.current_collection()
+        tower = image_tower_for_collection(self.settings, collection) if collection else None
+        return self._checkpoint_encoder(tower) if tower else self.encoder
+
     # --- search --------------------------------------------------------------------------
     def text_encoder(self, kind: str | None, model: str | None) -> tuple[ClipEncoder, RetrieverInfo]:
         """The zero-shot base encoder, or the text tower trained for `model` (kind standard/reflective)."""
@@ -138,16 +161,7 @@ class Retriever:
         checkpoint = get_spec(model, self.settings).retrievers.get(kind)
         if checkpoint is None:
             raise UnknownRetriever(f"model {model!r} has no {kind!r} retriever configured")
-        with self._towers_lock:
-            if checkpoint not in self._text_towers:
-                self._text_towers[checkpoint] = ClipEncoder(
-                    self.settings.encoder_model,
-                    self.settings.encoder_pretrained,
-                    device=self.settings.encoder_device,
-                    batch_size=self.settings.encoder_batch_size,
-                    text_tower=checkpoint,
-                )
-        return self._text_towers[checkpoint], RetrieverInfo(
+        return self._checkpoint_encoder(checkpoint), RetrieverInfo(
             kind=kind, checkpoint=checkpoint, collection=self.collection
         )
 

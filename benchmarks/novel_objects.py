@@ -1,0 +1,250 @@
+"""The novel-objects benchmark: RealRAG's claim, reproduced in a world where "unseen" is literal.
+
+Full run (train everything, evaluate all arms on unseen and seen classes; <= 60 min on 2 cores):
+
+    python benchmarks/novel_objects.py                    # -> benchmarks/results/novel_objects.json
+                                                          #    docs/results/novel-objects.md (+ PNGs)
+    python benchmarks/novel_objects.py --install-assets   # also refresh services/world/assets/
+
+Quick run (same code paths, tiny settings, a few minutes; checks plumbing, not numbers):
+
+    python benchmarks/novel_objects.py --quick --out /tmp/novel-quick
+
+Stages: render the world -> base world CLIP (zero-shot arm) -> evaluator -> world-sd generator
+(seen classes only) -> standard and reflective retrievers (``retriever_service.training``, via
+``train_arm``) -> ``realrag eval`` with arms no_rag / zero_shot / standard / reflective.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from services.world import ASSETS_DIR, CLIP_CONFIG  # noqa: E402
+from services.world.catalog import PROMPT_TEMPLATE, WorldConfig  # noqa: E402
+
+RESULTS_JSON = REPO / "benchmarks" / "results" / "novel_objects.json"
+DOCS_DIR = REPO / "docs" / "results"
+ARMS = ("no_rag", "zero_shot", "standard", "reflective")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Every knob that trades time for quality, in one place (full vs quick)."""
+
+    world: WorldConfig
+    clip_steps: int
+    evaluator_steps: int
+    generator_steps: int
+    generator_time_budget_s: float | None
+    retriever_epochs: int
+    retriever_batch_size: int
+    retriever_lr: float
+    sample_steps: int
+    images_per_prompt: int
+    eval_steps: int
+    bootstrap: int
+
+
+FULL = Budget(world=WorldConfig(), clip_steps=500, evaluator_steps=800, generator_steps=3000,
+              generator_time_budget_s=None, retriever_epochs=60, retriever_batch_size=8, retriever_lr=2e-4,
+              sample_steps=20, images_per_prompt=6, eval_steps=20, bootstrap=200)
+QUICK = Budget(world=WorldConfig.quick(), clip_steps=20, evaluator_steps=20, generator_steps=6,
+               generator_time_budget_s=None, retriever_epochs=1, retriever_batch_size=8, retriever_lr=2e-4,
+               sample_steps=2, images_per_prompt=2, eval_steps=2, bootstrap=20)
+
+
+def train_arm(kind: str, *, data_dir: Path, generator, generator_key: str, clip_config: Path, clip_weights: Path,
+              work_dir: Path, epochs: int, batch_size: int, lr: float, sample_steps: int, seed: int = 0) -> Path:
+    """Train one retriever arm with the issue-4 pipeline (``retriever_service.training``) and
+    return its checkpoint. ``standard`` = in-batch negatives only; ``reflective`` = plus the
+    negatives mined with ``generator``. Both arms share the work dir (samples, mining cache)."""
+    from retriever_service.training import TrainConfig
+    from retriever_service.training.pipeline import run_pipeline
+
+    if kind not in ("standard", "reflective"):
+        raise ValueError(f"unknown retriever arm {kind!r}")
+    config = TrainConfig(
+        data=data_dir, generator=generator_key, templates=[PROMPT_TEMPLATE.replace("{name}", "{label}")],
+        held_out_fraction=0.0, encoder_model=str(clip_config), encoder_pretrained=str(clip_weights),
+        negatives="reflective" if kind == "reflective" else "inbatch", compare_standard=False,
+        epochs=epochs, batch_size=batch_size, lr=lr, sample_steps=sample_steps, device="cpu",
+        generator_device="cpu", precision="fp32", seed=seed, work_dir=work_dir, output=work_dir / f"export-{kind}",
+    )
+    result = run_pipeline(config, generator=generator)
+    if result.weights is None:
+        raise RuntimeError(f"the retriever pipeline exported nothing for arm {kind!r}")
+    return result.weights
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, write_results: bool,
+        install_assets: bool, command: str) -> dict:
+    import torch
+
+    from generator_service.families import world as world_family
+    from generator_service.registry import get_spec
+    from services.evaluation.harness import EvalConfig, run_evaluation
+    from services.evaluation.retrieval import ArmSpec
+    from services.world.dataset import render_world
+    from services.world.train_clip import train_world_clip
+    from services.world.train_evaluator import train_world_evaluator
+    from services.world.train_generator import train_world_generator
+
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    timings: dict[str, float] = {}
+    stats: dict[str, dict] = {}
+
+    def stage(name: str, t: float) -> None:
+        timings[name] = round(time.time() - t, 1)
+        _log(f"[bench] {name}: {timings[name]:.0f}s (total {time.time() - t0:.0f}s)")
+
+    out.mkdir(parents=True, exist_ok=True)
+    models = out / "models"
+    models.mkdir(exist_ok=True)
+    t = time.time()
+    world = render_world(out / "world", budget.world, log=_log)
+    stage("render", t)
+
+    clip_config = models / CLIP_CONFIG.name
+    shutil.copyfile(CLIP_CONFIG, clip_config)
+    clip_weights = models / "world-clip.safetensors"
+    t = time.time()
+    stats["clip"] = train_world_clip(world, clip_weights, config_path=clip_config, steps=budget.clip_steps,
+                                     batch_size=32 if quick else 128, seed=seed, threads=threads, log=_log)
+    stage("train_clip", t)
+
+    evaluator = models / "world-evaluator.safetensors"
+    t = time.time()
+    stats["evaluator"] = train_world_evaluator(world, evaluator, steps=budget.evaluator_steps, seed=seed,
+                                               threads=threads, log=_log)
+    stage("train_evaluator", t)
+
+    gen_dir = models / "world-sd"
+    t = time.time()
+    stats["generator"] = train_world_generator(
+        world, gen_dir, clip_config=clip_config, clip_weights=clip_weights, steps=budget.generator_steps,
+        batch_size=8 if quick else 32, seed=seed, threads=threads, time_budget_s=budget.generator_time_budget_s,
+        log=_log)
+    stage("train_generator", t)
+
+    spec = get_spec("world-sd").model_copy(update={"source": str(gen_dir)})
+    generator = world_family.load(spec, "cpu")
+    checkpoints = {}
+    for kind in ("standard", "reflective"):
+        t = time.time()
+        checkpoints[kind] = train_arm(
+            kind, data_dir=world.split_dir("train"), generator=generator, generator_key="world-sd",
+            clip_config=clip_config, clip_weights=clip_weights, work_dir=out / "retrievers",
+            epochs=budget.retriever_epochs, batch_size=budget.retriever_batch_size, lr=budget.retriever_lr,
+            sample_steps=budget.sample_steps, seed=seed)
+        stage(f"train_{kind}", t)
+
+    t = time.time()
+    cfg = EvalConfig(
+        out_dir=out / "eval", model="world-sd", corpus=world.split_dir("corpus"), real=world.split_dir("test"),
+        prompt_sets={"unseen": world.prompts_file("unseen"), "seen": world.prompts_file("seen")},
+        arms=[ArmSpec("no_rag"), ArmSpec("zero_shot"), ArmSpec("standard", checkpoints["standard"]),
+              ArmSpec("reflective", checkpoints["reflective"])],
+        retriever_model=str(clip_config), retriever_pretrained=str(clip_weights),
+        features=f"world-evaluator:{evaluator}", classifier=f"world-evaluator:{evaluator}",
+        images_per_prompt=budget.images_per_prompt, seed=seed, steps=budget.eval_steps,
+        n_bootstrap=budget.bootstrap, device="cpu", title="Novel objects (synthetic world)", command=command)
+    result = run_evaluation(cfg, generator=generator, spec=spec, log=_log)
+    stage("evaluate", t)
+
+    result["seconds"] = round(time.time() - t0, 1)
+    result["command"] = command
+    result["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    result["stages_seconds"] = timings
+    result["training"] = stats
+    result["world"] = {"config": budget.world.as_dict(), "classes": len(world.classes), "seen": len(world.seen),
+                       "unseen": len(world.unseen)}
+    result["budget"] = {k: (v if not isinstance(v, WorldConfig) else "see world.config")
+                        for k, v in budget.__dict__.items()}
+    (out / "novel_objects.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    if write_results:
+        publish(result, out / "eval")
+    if install_assets:
+        install(models)
+    _log(f"[bench] done in {result['seconds']:.0f}s -> {out}")
+    return result
+
+
+def publish(result: dict, eval_dir: Path) -> None:
+    """Commit-ready outputs: the results JSON and docs/results/novel-objects.md with its images."""
+    from services.evaluation.report import markdown_table
+
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_JSON.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    DOCS_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(eval_dir / "grid.png", DOCS_DIR / "novel-objects-grid.png")
+    shutil.copyfile(eval_dir / "bars.png", DOCS_DIR / "novel-objects-bars.png")
+    unseen = result["unseen"]
+    ratio = unseen["reflective"]["fid"] / unseen["no_rag"]["fid"] if unseen["no_rag"]["fid"] else float("nan")
+    doc = [
+        "# Novel objects: does retrieving real photos of an unseen object make it real?", "",
+        f"Command: `{result['command']}`  ", f"Date: {result['date']}; wall time {result['seconds'] / 60:.1f} min "
+        f"on this machine; stages (s): {result.get('stages_seconds')}", "",
+        f"FID(reflective) / FID(no_rag) on unseen classes: **{ratio:.2f}** (target <= 0.70).", "",
+        markdown_table(result),
+        "![prompt | real photo | per arm: retrieved reference, outputs](novel-objects-grid.png)", "",
+        "![metrics with 95% bootstrap CIs](novel-objects-bars.png)", "",
+    ]
+    (DOCS_DIR / "novel-objects.md").write_text("\n".join(doc))
+
+
+def install(models: Path) -> None:
+    """Copy freshly trained models over the committed assets (world-clip, evaluator, world-sd)."""
+    ASSETS_DIR.mkdir(parents=True, exist_ok=True)
+    for name in ("world-clip.safetensors", "world-evaluator.safetensors"):
+        shutil.copyfile(models / name, ASSETS_DIR / name)
+    target = ASSETS_DIR / "world-sd"
+    target.mkdir(exist_ok=True)
+    for f in (models / "world-sd").iterdir():
+        if f.is_file():
+            shutil.copyfile(f, target / f.name)
+    cfg = json.loads((target / "config.json").read_text())
+    cfg["clip_config"], cfg["clip_weights"] = "../world-clip.json", "../world-clip.safetensors"
+    (target / "config.json").write_text(json.dumps(cfg, indent=1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny settings: checks the plumbing in a few minutes")
+    p.add_argument("--out", type=Path, default=None, help="work directory (default: .realrag/bench/novel-objects[-quick])")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-publish", action="store_true", help="full run: do not overwrite the committed results")
+    p.add_argument("--install-assets", action="store_true", help="copy the trained models into services/world/assets")
+    args = p.parse_args(argv)
+    budget = QUICK if args.quick else FULL
+    out = args.out or REPO / ".realrag" / "bench" / ("novel-objects-quick" if args.quick else "novel-objects")
+    command = "python benchmarks/novel_objects.py " + " ".join(shlex.quote(a) for a in argv)
+    run(out, budget, quick=args.quick, seed=args.seed, threads=args.threads,
+        write_results=not args.quick and not args.no_publish, install_assets=args.install_assets, command=command.strip())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

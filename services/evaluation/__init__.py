@@ -1,0 +1,1 @@
+"""`realrag eval`: the evaluation harness (arms, metrics, bootstrap CIs, JSON/markdown/PNG report)."""

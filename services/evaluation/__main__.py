@@ -1,0 +1,5 @@
+import sys
+
+from services.evaluation.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from services.world.cli import main
+
+sys.exit(main())

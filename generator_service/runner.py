@@ -25,6 +25,7 @@ from .loader import get_generator
 from .reference_cache import ReferenceEmbeddingCache
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 0.1  # progress writes per job are throttled; the cancel check runs every step
 
 
 def _worker_name() -> str:
@@ -112,10 +113,16 @@ def _generate(task: GenerateTask, jobs: JobStore, settings: Settings, job: Job) 
         cache = ReferenceEmbeddingCache(settings.artifact_root / "embeds")
         reference_embeds = cache.embeddings_for(generator, references)
 
+    last_write = [0.0]
+
     def on_step(done: int, total: int) -> None:
         heartbeat.touch(settings.heartbeat_path)
         if jobs.cancel_requested(task.job_id):
             raise JobCanceled(task.job_id)
+        now = time.monotonic()
+        if now - last_write[0] < PROGRESS_EVERY_S and done < total:
+            return
+        last_write[0] = now
         jobs.update(
             task.job_id,
             lambda j: None if j.status.terminal else j.model_copy(update={"progress": Progress(step=done, total=total)}),

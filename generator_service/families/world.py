@@ -344,7 +344,10 @@ class WorldGenerator:
         if inputs.width != inputs.height or inputs.width % size:
             raise ValueError(f"{self.key} renders {size}x{size} images; width and height must be equal multiples of "
                              f"{size} (larger sizes are upscaled), got {inputs.width}x{inputs.height}")
-        refs = list(inputs.references[: self.max_references])
+        if len(inputs.references) > self.max_references:
+            raise ValueError(f"{self.key} takes at most {self.max_references} reference image(s), "
+                             f"got {len(inputs.references)}")
+        refs = list(inputs.references)
         with self._lock:
             out = self.pipeline(inputs.prompt, inputs.seeds, refs, steps=inputs.steps, guidance=inputs.guidance,
                                 ref_scale=inputs.ip_scale, on_step=inputs.on_step,

@@ -9,6 +9,7 @@ resampling indices serves every arm and differences between arms get paired inte
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,8 +37,10 @@ class FeatureDistances:
 
     def __init__(self, num_features: int, kid_subset_size: int, kid_subsets: int = 50):
         self.fid = FrechetInceptionDistance(feature=_Precomputed(num_features), normalize=True)
-        self.kid = KernelInceptionDistance(feature=_Precomputed(num_features), normalize=True,
-                                           subset_size=kid_subset_size, subsets=kid_subsets)
+        with warnings.catch_warnings():  # "KID keeps all features in memory": they are small here
+            warnings.simplefilter("ignore", UserWarning)
+            self.kid = KernelInceptionDistance(feature=_Precomputed(num_features), normalize=True,
+                                               subset_size=kid_subset_size, subsets=kid_subsets)
 
     def __call__(self, real: torch.Tensor, fake: torch.Tensor, seed: int = 0) -> tuple[float, float]:
         self.fid.reset()

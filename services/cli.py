@@ -65,6 +65,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from services.stack import Stack, console
 
+    import signal
+
+    def _stop(signum, frame):  # a SIGTERM must stop the children too (they run in their own sessions)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
     s = _settings()
     with Stack(s, s.data_dir / "logs").start() as stack:
         console.print(f"RealRAG is up: {stack.gateway_url}/playground  (Ctrl-C to stop)")

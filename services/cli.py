@@ -103,25 +103,53 @@ def read_folder(root: Path) -> list[dict]:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    import httpx
     from rich.progress import track
 
     source = Path(args.source)
     rows = read_manifest(source) if source.is_file() else read_folder(source)
-    url = (args.retriever_url or _settings().retriever_url).rstrip("/")
     counts = {"new": 0, "duplicate": 0, "rejected": 0}
-    with httpx.Client(base_url=url, timeout=60) as client:
-        for row in track(rows, description=f"ingesting {len(rows)} images"):
-            fields = {k: str(row[k]) for k in ("caption", "object_id", "label", "source", "license") if row.get(k)}
-            with open(row["path"], "rb") as fh:
-                response = client.post("/v1/images", files={"file": (Path(row["path"]).name, fh.read())}, data=fields)
-            if response.status_code >= 400:
-                counts["rejected"] += 1
-                print(f"rejected {row['path']}: {response.json().get('error', {}).get('message')}", file=sys.stderr)
-            else:
-                counts["duplicate" if response.json()["duplicate"] else "new"] += 1
+    ingest = _direct_ingest() if args.direct else _http_ingest(args.retriever_url or _settings().retriever_url)
+    for row in track(rows, description=f"ingesting {len(rows)} images"):
+        fields = {k: str(row[k]) for k in ("caption", "object_id", "label", "source", "license") if row.get(k)}
+        with open(row["path"], "rb") as fh:
+            duplicate, error = ingest(Path(row["path"]).name, fh.read(), fields)
+        if error:
+            counts["rejected"] += 1
+            print(f"rejected {row['path']}: {error}", file=sys.stderr)
+        else:
+            counts["duplicate" if duplicate else "new"] += 1
     print(json.dumps(counts))
     return 0 if counts["rejected"] == 0 else 1
+
+
+def _http_ingest(url: str):
+    import httpx
+
+    client = httpx.Client(base_url=url.rstrip("/"), timeout=60)
+
+    def ingest(name: str, data: bytes, fields: dict) -> tuple[bool, str | None]:
+        response = client.post("/v1/images", files={"file": (name, data)}, data=fields)
+        if response.status_code >= 400:
+            return False, response.json().get("error", {}).get("message")
+        return response.json()["duplicate"], None
+
+    return ingest
+
+
+def _direct_ingest():
+    """Into the index in-process (the embedded engine has one owner: the retriever must be stopped)."""
+    from retriever_service.service import Retriever
+    from services.images import ImageRejected
+
+    retriever = Retriever(_settings())
+
+    def ingest(name: str, data: bytes, fields: dict) -> tuple[bool, str | None]:
+        try:
+            return retriever.ingest(data, **fields).duplicate, None
+        except ImageRejected as exc:
+            return False, exc.message
+
+    return ingest
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -215,6 +243,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="ingest a folder (one sub-folder per object) or a JSONL/CSV manifest")
     p.add_argument("source")
     p.add_argument("--retriever-url")
+    p.add_argument("--direct", action="store_true", help="write the embedded index in-process, no retriever service")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("generate", help="generate locally with no services")

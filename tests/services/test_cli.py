@@ -70,3 +70,25 @@ def test_worker_probe_reads_the_heartbeat(stack):
     assert stale.returncode == 1
     missing = realrag("probe", "worker", "--liveness", env={**env, "REALRAG_HEARTBEAT_FILE": "/nonexistent/hb"})
     assert missing.returncode == 1 and "no heartbeat" in missing.stdout
+
+
+def test_ingest_direct_into_the_embedded_index(tmp_path):
+    import os
+
+    from tests.conftest import TINY_CLIP
+
+    for item in sample_corpus(photos_per_object=2, seed=5):
+        folder = tmp_path / "corpus" / item.object_id
+        folder.mkdir(parents=True, exist_ok=True)
+        item.image.save(folder / f"{len(list(folder.iterdir()))}.png")
+    env = {**os.environ, "REALRAG_DATA_DIR": str(tmp_path / "data"), "REALRAG_ENCODER_MODEL": TINY_CLIP}
+    result = realrag("ingest", "--direct", str(tmp_path / "corpus"), env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"new": 8, "duplicate": 0, "rejected": 0}
+
+    from retriever_service.index.edge_index import EdgeIndex
+
+    index = EdgeIndex(tmp_path / "data" / "qdrant", "realrag-images")
+    assert index.count() == 8
+    assert {p.payload["object_id"] for p in index.scroll()} == {"zorblat-x1", "quenta-sprite", "helvor-mk2", "ambrix-ray"}
+    index.close()

@@ -159,3 +159,23 @@ def test_edge_index_reopens_from_disk(tmp_path):
 def test_upsert_without_collection_raises(index):
     with pytest.raises(CollectionMissing):
         index.upsert([point(basis(0))])
+
+
+def test_edge_index_survives_a_killed_process_without_flush(tmp_path):
+    import subprocess
+    import sys
+
+    code = f"""
+import os, uuid
+from pathlib import Path
+from retriever_service.index import IndexedPoint
+from retriever_service.index.edge_index import EdgeIndex
+idx = EdgeIndex(Path({str(tmp_path / 'edge')!r}), "imgs")
+idx.ensure({DIM})
+idx.upsert([IndexedPoint(id=str(uuid.UUID(int=i + 1)), vector=[1.0] + [0.0] * {DIM - 1}, payload={{"n": i}}) for i in range(7)])
+os._exit(0)  # no flush, no close
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    again = EdgeIndex(tmp_path / "edge", "imgs")
+    assert again.count() == 7
+    again.close()

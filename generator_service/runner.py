@@ -17,7 +17,7 @@ from services.artifacts import LocalArtifactStore
 from services.jobs import JobStore
 from services.schemas import GenerateTask, Job, JobError, JobStatus, OutputImage, Progress
 from services.settings import Settings
-from services.webhooks import deliver
+from services.webhooks import notify_job
 
 from . import heartbeat
 from .families.base import GenerationInputs, JobCanceled
@@ -57,11 +57,11 @@ def run_job(task: GenerateTask, jobs: JobStore, settings: Settings) -> JobStatus
             f"the job was delivered {deliveries} times without finishing (cap {settings.max_deliveries}); "
             "the worker probably crashed on it",
         )
-        _notify(job, settings)
+        notify_job(job, settings)
         return job.status
     if jobs.cancel_requested(task.job_id):
         job = jobs.transition(task.job_id, JobStatus.canceled)
-        _notify(job, settings)
+        notify_job(job, settings)
         return job.status
 
     started = time.time()
@@ -98,7 +98,7 @@ def run_job(task: GenerateTask, jobs: JobStore, settings: Settings) -> JobStatus
         else:
             log.exception("job %s failed", task.job_id)
             job = _fail(jobs, task.job_id, "generation_error", f"generation failed ({type(exc).__name__})")
-    _notify(job, settings)
+    notify_job(job, settings)
     return job.status
 
 
@@ -180,11 +180,3 @@ def _generate(task: GenerateTask, jobs: JobStore, settings: Settings, job: Job) 
         )
 
     return jobs.update(task.job_id, finish)
-
-
-def _notify(job: Job, settings: Settings) -> None:
-    url = job.request.webhook_url
-    if not url or not job.status.terminal:
-        return
-    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-    deliver(url, f"generation.{job.status.value}", job.model_dump(mode="json"), secret, settings.webhook_allow_private)

@@ -74,3 +74,12 @@ def deliver(url: str, event: str, payload: dict, secret: str | None, allow_priva
     except Exception as exc:  # a receiver's failure must never fail the job
         log.warning("webhook to %s failed: %s", urlsplit(url).hostname, exc)
         return False
+
+
+def notify_job(job, settings) -> bool:
+    """Send `generation.<status>` for a finished job to its webhook_url, if it has one."""
+    url = job.request.webhook_url
+    if not url or not job.status.terminal:
+        return False
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    return deliver(url, f"generation.{job.status.value}", job.model_dump(mode="json"), secret, settings.webhook_allow_private)

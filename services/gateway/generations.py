@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from services.schemas import (
     Timings,
 )
 from services.settings import Settings
-from services.webhooks import WebhookRejected, check_target
+from services.webhooks import WebhookRejected, check_target, notify_job
 
 from .retriever_client import RetrieverClient
 
@@ -135,11 +136,11 @@ class GenerationService:
         resolved = resolve(body, self.settings)
         digest = request_hash(body)
         job_id = job_id or str(uuid.uuid4())
+        self._check_queue_depth()
         if idempotency_key:
             bound = self.jobs.claim_idempotency_key(idempotency_key, job_id)
             if bound != job_id:
                 return self._replay(bound, digest), False
-        self._check_queue_depth()
         job = Job(
             id=job_id,
             status=JobStatus.retrieving,
@@ -238,5 +239,8 @@ class GenerationService:
             return job
         self.jobs.request_cancel(job_id)
         if job.status in (JobStatus.queued, JobStatus.retrieving):
-            return self.jobs.transition(job_id, JobStatus.canceled, cancel_requested=True)
+            job = self.jobs.transition(job_id, JobStatus.canceled, cancel_requested=True)
+            if job.request.webhook_url:  # the worker will skip this job, so it cannot notify
+                threading.Thread(target=notify_job, args=(job, self.settings), daemon=True).start()
+            return job
         return self.jobs.update(job_id, lambda j: None if j.status.terminal else j.model_copy(update={"cancel_requested": True}))

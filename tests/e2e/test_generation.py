@@ -219,3 +219,37 @@ def test_models_lists_the_registry(gateway):
 def test_playground_page_is_served(gateway):
     page = gateway.get("/playground")
     assert page.status_code == 200 and "RealRAG playground" in page.text
+
+
+def test_canceling_a_queued_job_notifies_its_webhook(gateway, corpus):
+    import json
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        busy = gateway.post("/v1/generations", json={"prompt": "busy", "steps": 40, "width": 192, "height": 192}).json()
+        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+        waiting = gateway.post("/v1/generations", json={"prompt": "waiting", "webhook_url": url}).json()
+        assert gateway.delete(f"/v1/generations/{waiting['id']}").json()["status"] == "canceled"
+        gateway.delete(f"/v1/generations/{busy['id']}")
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+    assert received and received[0]["type"] == "generation.canceled"
+    assert received[0]["data"]["id"] == waiting["id"]

@@ -142,7 +142,7 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
     gen_dir = models / "world-sd"
     t = time.time()
     stats["generator"] = train_world_generator(
-        world, gen_dir, clip_config=clip_config, clip_weights=clip_weights, steps=budget.generator_steps,
+        world, gen_dir, steps=budget.generator_steps,
         batch_size=8 if quick else 32, seed=seed, threads=threads, time_budget_s=budget.generator_time_budget_s,
         log=_log)
     stage("train_generator", t)
@@ -185,12 +185,77 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
     if write_results:
         publish(result, out / "eval")
     if install_assets:
-        install(models)
+        install(models, result)
     _log(f"[bench] done in {result['seconds']:.0f}s -> {out}")
     return result
 
 
-def publish(result: dict, eval_dir: Path) -> None:
+WORLD_NOTE = """\
+## The world
+
+A procedural world of invented gadgets (`services/world`): each object is a body shape, a body colour,
+a pattern in a second colour and one or two parts in an accent colour, photographed at 32 px with a
+random pose, scale, position, background, lighting and sensor noise. Objects come in product lines of
+near-duplicates that differ in exactly one attribute (pattern colour, accent colour, pattern, or one
+part). Names are invented ("Brand Line Variant"), drawn independently of the design; variants of a
+line share "Brand Line", as real product families do. Unseen objects are 4 whole lines (novel
+objects) plus one variant of each other line (a novel variant next to seen siblings).
+
+- **world-sd** (the generator) trained on seen objects only: the 36 seen catalogue objects by name,
+  plus anonymous random designs (never within one attribute of an unseen object) prompted
+  generically, each with another photo of the same object as reference (dropped at random). Its text
+  encoder never read an unseen name and its UNet never drew an unseen object.
+- **world CLIP** (the zero-shot arm, and the base the retrievers fine-tune) trained on "web" photos
+  of all objects whose captions mostly describe attributes, name the object only 30 % of the time,
+  and are about another object 15 % of the time.
+- **standard / reflective** retrievers: the text tower of the world CLIP fine-tuned by
+  `retriever_service.training` (in-batch negatives; plus one reflective negative per prompt mined
+  with world-sd), on photos and names of all objects. Batch size 8: with 64 objects that keeps the
+  share of in-batch negatives that are near-duplicates close to a real fine-grained data set's.
+- **evaluator** (accuracy; FID/KID feature space "world-evaluator") trained separately on real
+  photos of all objects; never used for retrieval. Real photos for FID/KID and CLIP-I are a held-out
+  split, disjoint from the retrieval corpus.
+"""
+
+
+def _verdict(d: dict, metric: str, lower_is_better: bool) -> str:
+    lo, hi = d[metric]["ci"]
+    if lo > 0 or hi < 0:
+        better = (hi < 0) if lower_is_better else (lo > 0)
+        return "better" if better else "worse"
+    return "no significant difference"
+
+
+def findings(result: dict) -> list[str]:
+    """Plain statements derived from the numbers (so a rerun rewrites them honestly)."""
+    out = []
+    u = result["unseen"]
+    ratio = u["reflective"]["fid"] / u["no_rag"]["fid"] if u["no_rag"]["fid"] else float("nan")
+    out.append(f"- Unseen objects, FID(reflective) / FID(no_rag) = **{ratio:.2f}** (target <= 0.70: "
+               f"{'met' if ratio <= 0.70 else 'not met'}); accuracy {u['no_rag']['accuracy']:.2f} -> "
+               f"{u['reflective']['accuracy']:.2f}.")
+    deltas = result.get("deltas", {}).get("unseen", {})
+    for pair in ("reflective - standard", "reflective - zero_shot", "standard - zero_shot", "zero_shot - no_rag"):
+        if pair not in deltas:
+            continue
+        d = deltas[pair]
+        out.append(f"- Unseen, {pair}: FID {d['fid']['delta']:+.2f} [{d['fid']['ci'][0]:+.2f}, {d['fid']['ci'][1]:+.2f}] "
+                   f"({_verdict(d, 'fid', True)}); accuracy {d['accuracy']['delta']:+.3f} "
+                   f"[{d['accuracy']['ci'][0]:+.3f}, {d['accuracy']['ci'][1]:+.3f}] ({_verdict(d, 'accuracy', False)}).")
+    r = result.get("retrieval", {})
+    if r:
+        out.append("- Retrieval recall@1 on unseen prompts: " + ", ".join(
+            f"{arm} {v['by_set'].get('unseen', {}).get('recall@1', float('nan')):.2f}" for arm, v in r.items())
+            + "; on seen prompts: " + ", ".join(
+            f"{arm} {v['by_set'].get('seen', {}).get('recall@1', float('nan')):.2f}" for arm, v in r.items()) + ".")
+    s = result.get("seen")
+    if s:
+        out.append(f"- Seen objects (the generator knows them): FID no_rag {s['no_rag']['fid']:.2f}, reflective "
+                   f"{s['reflective']['fid']:.2f}; accuracy {s['no_rag']['accuracy']:.2f} -> {s['reflective']['accuracy']:.2f}.")
+    return out
+
+
+def publish(result: dict, eval_dir: Path, notes: str = "") -> None:
     """Commit-ready outputs: the results JSON and docs/results/novel-objects.md with its images."""
     from services.evaluation.report import markdown_table
 
@@ -199,22 +264,21 @@ def publish(result: dict, eval_dir: Path) -> None:
     DOCS_DIR.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(eval_dir / "grid.png", DOCS_DIR / "novel-objects-grid.png")
     shutil.copyfile(eval_dir / "bars.png", DOCS_DIR / "novel-objects-bars.png")
-    unseen = result["unseen"]
-    ratio = unseen["reflective"]["fid"] / unseen["no_rag"]["fid"] if unseen["no_rag"]["fid"] else float("nan")
     doc = [
         "# Novel objects: does retrieving real photos of an unseen object make it real?", "",
         f"Command: `{result['command']}`  ", f"Date: {result['date']}; wall time {result['seconds'] / 60:.1f} min "
-        f"on this machine; stages (s): {result.get('stages_seconds')}", "",
-        f"FID(reflective) / FID(no_rag) on unseen classes: **{ratio:.2f}** (target <= 0.70).", "",
-        markdown_table(result),
+        f"(2 CPU cores); stages (s): {result.get('stages_seconds')}", "",
+        "## Findings", "", *findings(result), "", notes,
+        "## Results", "", markdown_table(result),
         "![prompt | real photo | per arm: retrieved reference, outputs](novel-objects-grid.png)", "",
-        "![metrics with 95% bootstrap CIs](novel-objects-bars.png)", "",
+        "![metrics with 95% bootstrap CIs](novel-objects-bars.png)", "", WORLD_NOTE,
     ]
     (DOCS_DIR / "novel-objects.md").write_text("\n".join(doc))
 
 
-def install(models: Path) -> None:
-    """Copy freshly trained models over the committed assets (world-clip, evaluator, world-sd)."""
+def install(models: Path, result: dict) -> None:
+    """Copy freshly trained models over the committed assets (world-clip, evaluator, world-sd) and
+    record how they were made in ``services/world/assets/training.json``."""
     ASSETS_DIR.mkdir(parents=True, exist_ok=True)
     for name in ("world-clip.safetensors", "world-evaluator.safetensors"):
         shutil.copyfile(models / name, ASSETS_DIR / name)
@@ -223,9 +287,10 @@ def install(models: Path) -> None:
     for f in (models / "world-sd").iterdir():
         if f.is_file():
             shutil.copyfile(f, target / f.name)
-    cfg = json.loads((target / "config.json").read_text())
-    cfg["clip_config"], cfg["clip_weights"] = "../world-clip.json", "../world-clip.safetensors"
-    (target / "config.json").write_text(json.dumps(cfg, indent=1))
+    sizes = {str(p.relative_to(ASSETS_DIR)): p.stat().st_size for p in sorted(ASSETS_DIR.rglob("*")) if p.is_file()}
+    card = {"command": result["command"], "date": result["date"], "training": result.get("training"),
+            "world": result.get("world", {}).get("config"), "bytes": sizes, "total_bytes": sum(sizes.values())}
+    (ASSETS_DIR / "training.json").write_text(json.dumps(card, indent=1, default=str) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

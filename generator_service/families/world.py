@@ -3,13 +3,16 @@
 Built from diffusers components: a ``UNet2DConditionModel`` whose cross-attention is IP-Adapter-style
 *decoupled* (``IPAdapterAttnProcessor2_0``: separate key/value projections for reference tokens,
 added to the text attention), an ``ImageProjection`` that turns a reference embedding into
-``ref_tokens`` tokens (the UNet's ``encoder_hid_proj``, as ``load_ip_adapter`` sets it up), a
-``DDIMScheduler``; plus the frozen text tower of the world CLIP as text encoder (per-token states,
-as Stable Diffusion uses CLIP) and a small CNN reference encoder trained with the UNet.
+``ref_tokens`` tokens (the UNet's ``encoder_hid_proj``, as ``load_ip_adapter`` sets it up), the same
+embedding added to the timestep embedding (``class_embed_type="projection"``, as unCLIP conditions on
+image embeddings), a ``DDIMScheduler``; a small ``transformers.CLIPTextModel`` text encoder (per-token states, as Stable
+Diffusion uses CLIP) and a small CNN reference encoder, both trained with the UNet.
 
-It was trained on the *seen* classes only (``services/world/train_generator.py``) with the
-reference being another photo of the same object, dropped at random, so it works with or without
-a reference; classifier-free guidance drops both text and reference.
+Everything in it was trained on *seen* objects only (``services/world/train_generator.py``): the
+text encoder has never read an unseen object's name, the UNet has never drawn one. The reference is
+another photo of the same object, dropped at random, so the model works with or without one;
+classifier-free guidance drops both text and reference. Text uses open_clip's BPE tokenizer with
+ids folded into ``text_vocab`` buckets (a closed world needs no 49k-row embedding table).
 
 ``source`` is a directory with ``config.json`` + ``world-sd.safetensors`` (resolved as given, then
 relative to the repository and to ``services/world/assets``), or ``"tiny"``: the same classes with
@@ -48,17 +51,19 @@ class WorldSDConfig:
     image_size: int = 32
     block_out_channels: tuple[int, ...] = (32, 64, 128)
     layers_per_block: int = 1
-    attention_head_dim: int = 32
+    attention_heads: int = 4  # UNet2DConditionModel's `attention_head_dim` is, historically, the head count
     norm_num_groups: int = 16
     ref_width: int = 32
     ref_embed_dim: int = 256
     ref_tokens: int = 4
+    text_vocab: int = 4096
+    text_width: int = 64
+    text_layers: int = 2
+    text_heads: int = 2
+    context_length: int = 24
     num_train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
     prediction_type: str = "v_prediction"
-    # the frozen text encoder: a world CLIP (open_clip config + weights), paths relative to this file's dir
-    clip_config: str = "../world-clip.json"
-    clip_weights: str | None = "../world-clip.safetensors"
     training: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -97,44 +102,32 @@ class ReferenceEncoder(nn.Module):
         return self.proj(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
 
 
-class ClipTextStates(nn.Module):
-    """Per-token hidden states of an open_clip text tower (what SD's UNet cross-attends to)."""
+class WorldTextEncoder(nn.Module):
+    """open_clip BPE ids folded into ``text_vocab`` buckets -> a small ``CLIPTextModel`` -> per-token states."""
 
-    def __init__(self, clip_model, tokenizer):
+    def __init__(self, cfg: WorldSDConfig):
         super().__init__()
-        self.token_embedding = clip_model.token_embedding
-        self.positional_embedding = clip_model.positional_embedding
-        self.transformer = clip_model.transformer
-        self.ln_final = clip_model.ln_final
-        self.register_buffer("attn_mask", clip_model.attn_mask, persistent=False)
-        self.tokenizer = tokenizer
-        self.width = self.token_embedding.embedding_dim
-        self.requires_grad_(False)
+        from transformers import CLIPTextConfig, CLIPTextModel
 
-    @torch.no_grad()
+        self.vocab = cfg.text_vocab
+        self.context_length = cfg.context_length
+        self.width = cfg.text_width
+        self.model = CLIPTextModel(CLIPTextConfig(
+            vocab_size=cfg.text_vocab, hidden_size=cfg.text_width, intermediate_size=4 * cfg.text_width,
+            num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
+            max_position_embeddings=cfg.context_length, bos_token_id=0, eos_token_id=1, pad_token_id=1))
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        import open_clip
+
+        return open_clip.tokenize(prompts, context_length=self.context_length) % self.vocab
+
     def forward(self, prompts: list[str]) -> torch.Tensor:
-        tokens = self.tokenizer(prompts).to(self.token_embedding.weight.device)
-        x = self.token_embedding(tokens) + self.positional_embedding
-        x = self.transformer(x, attn_mask=self.attn_mask)
-        return self.ln_final(x)
+        ids = self.tokenize(prompts).to(self.model.device)
+        return self.model(input_ids=ids).last_hidden_state
 
 
-def build_text_encoder(cfg: WorldSDConfig, base_dir: Path | None) -> ClipTextStates:
-    import open_clip
-
-    config_path = _resolve_relative(cfg.clip_config, base_dir)
-    open_clip.add_model_config(config_path)
-    name = config_path.stem
-    pretrained = None
-    if cfg.clip_weights:
-        pretrained = str(_resolve_relative(cfg.clip_weights, base_dir))
-    else:
-        torch.manual_seed(0)
-    model = open_clip.create_model(name, pretrained=pretrained)
-    return ClipTextStates(model.eval(), open_clip.get_tokenizer(name)).eval()
-
-
-def build_unet(cfg: WorldSDConfig, cross_attention_dim: int) -> UNet2DConditionModel:
+def build_unet(cfg: WorldSDConfig) -> UNet2DConditionModel:
     """The UNet with decoupled (IP-Adapter) cross-attention wired exactly as ``load_ip_adapter`` does."""
     n = len(cfg.block_out_channels)
     unet = UNet2DConditionModel(
@@ -145,10 +138,14 @@ def build_unet(cfg: WorldSDConfig, cross_attention_dim: int) -> UNet2DConditionM
         layers_per_block=cfg.layers_per_block,
         down_block_types=("DownBlock2D",) * (n - 1) + ("CrossAttnDownBlock2D",),
         up_block_types=("CrossAttnUpBlock2D",) + ("UpBlock2D",) * (n - 1),
-        cross_attention_dim=cross_attention_dim,
-        attention_head_dim=cfg.attention_head_dim,
+        cross_attention_dim=cfg.text_width,
+        attention_head_dim=cfg.attention_heads,
         norm_num_groups=cfg.norm_num_groups,
+        # unCLIP-style: the reference embedding also joins the timestep embedding (every ResNet block)
+        class_embed_type="projection",
+        projection_class_embeddings_input_dim=cfg.ref_embed_dim,
     )
+    cross_attention_dim = cfg.text_width
     processors = {}
     for name in unet.attn_processors:
         if name.endswith("attn1.processor"):
@@ -168,6 +165,11 @@ def build_unet(cfg: WorldSDConfig, cross_attention_dim: int) -> UNet2DConditionM
     )
     unet.config.encoder_hid_dim_type = "ip_image_proj"
     return unet
+
+
+def tiny_config() -> WorldSDConfig:
+    return WorldSDConfig(block_out_channels=(16, 32), attention_heads=2, norm_num_groups=8, ref_width=8, ref_embed_dim=16,
+                         ref_tokens=2, text_vocab=512, text_width=16, text_layers=1, text_heads=2)
 
 
 def set_reference_scale(unet: UNet2DConditionModel, scale: float) -> None:
@@ -220,7 +222,6 @@ class WorldSDPipeline:
         self.ref_encoder = ref_encoder.eval().to(device)
         self.text_encoder = text_encoder.eval().to(device)
         self.device = device
-        self._empty = None
 
     @classmethod
     def from_dir(cls, path: str | Path, device: str = "cpu") -> "WorldSDPipeline":
@@ -228,22 +229,17 @@ class WorldSDPipeline:
 
         path = Path(path)
         cfg = WorldSDConfig.from_json((path / CONFIG_FILE).read_text())
-        text_encoder = build_text_encoder(cfg, path)
-        unet = build_unet(cfg, text_encoder.width)
-        ref_encoder = ReferenceEncoder(cfg.ref_width, cfg.ref_embed_dim)
+        unet, ref_encoder, text_encoder = build_unet(cfg), ReferenceEncoder(cfg.ref_width, cfg.ref_embed_dim), WorldTextEncoder(cfg)
         state = {k: v.float() for k, v in load_file(str(path / WEIGHTS_FILE)).items()}
-        unet.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("unet.")})
-        ref_encoder.load_state_dict({k[12:]: v for k, v in state.items() if k.startswith("ref_encoder.")})
+        for prefix, module in (("unet.", unet), ("ref_encoder.", ref_encoder), ("text_encoder.", text_encoder)):
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         return cls(cfg, unet, ref_encoder, text_encoder, device)
 
     @classmethod
     def tiny(cls, device: str = "cpu") -> "WorldSDPipeline":
-        cfg = WorldSDConfig(block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8, ref_width=8,
-                            ref_embed_dim=16, ref_tokens=2, clip_weights=None, clip_config=str(_WORLD_ASSETS / "world-clip.json"))
-        text_encoder = build_text_encoder(cfg, None)
+        cfg = tiny_config()
         torch.manual_seed(0)
-        unet = build_unet(cfg, text_encoder.width)
-        ref_encoder = ReferenceEncoder(cfg.ref_width, cfg.ref_embed_dim)
+        unet, ref_encoder, text_encoder = build_unet(cfg), ReferenceEncoder(cfg.ref_width, cfg.ref_embed_dim), WorldTextEncoder(cfg)
         return cls(cfg, unet, ref_encoder, text_encoder, device)
 
     def save(self, path: str | Path) -> Path:
@@ -252,8 +248,9 @@ class WorldSDPipeline:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / CONFIG_FILE).write_text(self.cfg.to_json())
-        state = {f"unet.{k}": v for k, v in self.unet.state_dict().items()}
-        state.update({f"ref_encoder.{k}": v for k, v in self.ref_encoder.state_dict().items()})
+        state = {}
+        for prefix, module in (("unet.", self.unet), ("ref_encoder.", self.ref_encoder), ("text_encoder.", self.text_encoder)):
+            state.update({f"{prefix}{k}": v for k, v in module.state_dict().items()})
         save_weights(state, path / WEIGHTS_FILE)
         return path
 
@@ -285,13 +282,15 @@ class WorldSDPipeline:
         use_cfg = guidance != 1.0
         enc = torch.cat([uncond_text, text]) if use_cfg else text
         refs = torch.cat([no_ref, ref]) if use_cfg else ref
+        global_ref = refs.mean(dim=1) * ref_scale  # several references: their mean
 
         scheduler = sample_scheduler(self.cfg)
         scheduler.set_timesteps(steps)
         x = noise * scheduler.init_noise_sigma
         for i, t in enumerate(scheduler.timesteps):
             model_in = torch.cat([x, x]) if use_cfg else x
-            out = self.unet(model_in, t, encoder_hidden_states=enc, added_cond_kwargs={"image_embeds": [refs]}).sample
+            out = self.unet(model_in, t, encoder_hidden_states=enc, class_labels=global_ref,
+                            added_cond_kwargs={"image_embeds": [refs]}).sample
             if use_cfg:
                 uncond, cond = out.chunk(2)
                 out = uncond + guidance * (cond - uncond)
@@ -308,7 +307,7 @@ class WorldSDPipeline:
 
 def _resolve_relative(value: str, base_dir: Path | None) -> Path:
     p = Path(value)
-    candidates = [p] if p.is_absolute() else [p, *( [base_dir / p] if base_dir else []), _REPO_ROOT / p, _WORLD_ASSETS / p.name]
+    candidates = [p] if p.is_absolute() else [p, *([base_dir / p] if base_dir else []), _REPO_ROOT / p, _WORLD_ASSETS / p.name]
     for c in candidates:
         if c.exists():
             return c.resolve()

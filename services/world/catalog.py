@@ -42,13 +42,17 @@ class WorldConfig:
     evaluator: int = 40  # real photos: the evaluator's training data
     corpus: int = 8  # the retrieval database
     test: int = 12  # held-out real photos: FID/KID reference, CLIP-I, evaluator accuracy
+    # anonymous seen objects (random designs) that only the generator trains on, so that it learns to
+    # render arbitrary compositions from a reference; none is within one attribute of an unseen object
+    extra_objects: int = 1500
+    extra_photos: int = 6
     name_rate: float = 0.3  # share of web captions that use the object's name
     label_noise: float = 0.15  # share of web captions that belong to another object
 
     @classmethod
     def quick(cls, seed: int = 0) -> "WorldConfig":
         return cls(seed=seed, brands=3, lines_per_brand=2, variants_per_line=3, unseen_lines=2,
-                   web=16, train=16, evaluator=12, corpus=4, test=6)
+                   web=16, train=16, evaluator=12, corpus=4, test=6, extra_objects=24, extra_photos=3)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -170,6 +174,36 @@ def _pick_unseen_lines(rng: random.Random, axes: list[str], bodies: list[str], k
     return chosen
 
 
+def attribute_distance(a: ObjectSpec, b: ObjectSpec) -> int:
+    da, db = a.as_dict(), b.as_dict()
+    da["parts"], db["parts"] = set(da["parts"]), set(db["parts"])
+    return sum(da[k] != db[k] for k in da)
+
+
+def random_spec(rng: random.Random) -> ObjectSpec:
+    body_color, pattern_color, accent = _distinct_colors(rng, 3)
+    return ObjectSpec(body=rng.choice(BODY_SHAPES), body_color=body_color, pattern=rng.choice(PATTERNS),
+                      pattern_color=pattern_color, parts=tuple(rng.sample(PARTS, rng.choice([1, 2]))),
+                      accent_color=accent)
+
+
+def extra_specs(cfg: WorldConfig, classes: list[ObjectClass]) -> list[ObjectSpec]:
+    """The anonymous seen objects: random designs, none equal to a catalogue object and none within
+    one attribute of an unseen one (an unseen object stays novel, not a near-copy of training data)."""
+    rng = random.Random(f"realrag-world/{cfg.seed}/extras")
+    unseen = [c.spec for c in classes if not c.seen]
+    taken = {c.spec for c in classes}
+    out: list[ObjectSpec] = []
+    while len(out) < cfg.extra_objects:
+        spec = random_spec(rng)
+        if spec in taken or any(attribute_distance(spec, u) <= 1 for u in unseen):
+            continue
+        taken.add(spec)
+        out.append(spec)
+    return out
+
+
+GENERIC_PROMPT = "a photo of a product"
 PROMPT_TEMPLATE = "a photo of a {name}"
 
 _NAME_CAPTIONS = ["the {name}", "{name}, a {desc}", "my new {name}", "a {desc} ({name})", "{name} product photo"]

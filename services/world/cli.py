@@ -67,8 +67,7 @@ def cmd_train_evaluator(args) -> int:
 def cmd_train_generator(args) -> int:
     from services.world.train_generator import train_world_generator
 
-    stats = train_world_generator(_load_or_render(args), args.out, clip_config=args.clip_config,
-                                  clip_weights=args.clip_weights, steps=args.steps, batch_size=args.batch_size,
+    stats = train_world_generator(_load_or_render(args), args.out, steps=args.steps, batch_size=args.batch_size,
                                   seed=args.seed, threads=args.threads, time_budget_s=args.time_budget)
     _write_card(Path(args.out) / "training.json", "world-sd", stats, args)
     return 0
@@ -87,9 +86,8 @@ def cmd_build_assets(args) -> int:
                                       seed=args.seed, threads=args.threads)}
     stats["evaluator"] = train_world_evaluator(world, assets / EVALUATOR_WEIGHTS.name, steps=FULL_STEPS["evaluator"],
                                                seed=args.seed, threads=args.threads)
-    stats["generator"] = train_world_generator(world, assets / GENERATOR_DIR.name, clip_config=assets / CLIP_CONFIG.name,
-                                               clip_weights=clip_w, steps=FULL_STEPS["generator"], seed=args.seed,
-                                               threads=args.threads)
+    stats["generator"] = train_world_generator(world, assets / GENERATOR_DIR.name, steps=FULL_STEPS["generator"],
+                                               seed=args.seed, threads=args.threads)
     _write_card(assets / "training.json", "world assets", stats, args)
     return 0
 
@@ -142,8 +140,6 @@ def add_world_parser(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("train-generator", help="train world-sd on the seen classes")
     common(p)
     p.add_argument("--out", default=str(GENERATOR_DIR))
-    p.add_argument("--clip-config", default=str(CLIP_CONFIG))
-    p.add_argument("--clip-weights", default=str(CLIP_WEIGHTS))
     p.add_argument("--steps", type=int, default=FULL_STEPS["generator"])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--time-budget", type=float, default=None, help="stop after this many seconds")

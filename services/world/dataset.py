@@ -33,6 +33,21 @@ def photo_rng(cfg: WorldConfig, split: str, cls: ObjectClass, i: int) -> random.
     return random.Random(f"realrag-world/{cfg.seed}/{split}/{cls.index}/{i}")
 
 
+def render_extras(cfg: WorldConfig, classes: list[ObjectClass]) -> np.ndarray:
+    """Photos of the anonymous seen objects, in memory: uint8 (objects, photos, H, W, 3)."""
+    from services.world.catalog import extra_specs
+
+    cache: dict = {}
+    specs = extra_specs(cfg, classes)
+    out = np.zeros((len(specs), cfg.extra_photos, cfg.image_size, cfg.image_size, 3), np.uint8)
+    for k, spec in enumerate(specs):
+        for i in range(cfg.extra_photos):
+            rng = random.Random(f"realrag-world/{cfg.seed}/extra/{k}/{i}")
+            out[k, i] = np.asarray(take_photo(spec, cfg.image_size, rng, cache))
+        cache.clear()
+    return out
+
+
 def render_world(out_dir: str | Path, cfg: WorldConfig, log=print) -> "World":
     out = Path(out_dir)
     t0 = time.time()

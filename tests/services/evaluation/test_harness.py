@@ -1,6 +1,7 @@
 """`realrag eval` end to end with real (tiny) models: on the synthetic world, and on a plain
 ImageFolder with another generator family and CLIP-based metrics, as a user's data set would run."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -114,3 +115,9 @@ def test_novel_objects_quick_run(tmp_path):
     assert "text tower" in sources["standard"] and "text tower" in sources["reflective"]
     for name in ("grid.png", "bars.png", "report.md"):
         assert (out / "eval" / name).is_file()
+    spec = importlib.util.spec_from_file_location("novel_objects", REPO / "benchmarks" / "novel_objects.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    lines = bench.findings(result)
+    assert lines[0].startswith("- Unseen objects, FID(reflective) / FID(no_rag)")
+    assert any("reflective - standard" in line for line in lines)

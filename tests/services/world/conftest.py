@@ -7,7 +7,7 @@ import pytest
 from services.world.catalog import WorldConfig
 
 TINY = WorldConfig(seed=3, brands=2, lines_per_brand=2, variants_per_line=3, unseen_lines=1,
-                   web=6, train=4, evaluator=4, corpus=2, test=2)
+                   web=6, train=4, evaluator=4, corpus=2, test=2, extra_objects=6, extra_photos=2)
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+from PIL import Image
 
 from services.world.catalog import PROMPT_TEMPLATE
 from services.world.dataset import SPLITS, World, render_world
@@ -34,3 +35,16 @@ def test_rendering_is_reproducible(tiny_world, tmp_path):
     a = (tiny_world.root / "images" / "corpus" / tiny_world.classes[0].slug / "000.png").read_bytes()
     b = (tmp_path / "images" / "corpus" / tiny_world.classes[0].slug / "000.png").read_bytes()
     assert a == b
+
+
+def test_demo_corpus_matches_the_rendered_corpus_and_the_demo_object_is_novel(tiny_world):
+    from services.world.demo import demo_corpus, demo_prompt
+
+    corpus = demo_corpus(TINY)
+    assert len(corpus) == TINY.corpus * len(tiny_world.classes)
+    first = corpus[0]
+    on_disk = np.asarray(Image.open(tiny_world.split_dir("corpus") / first.object_id / "000.png"))
+    assert np.array_equal(np.asarray(first.image), on_disk)
+    prompt, obj = demo_prompt(TINY)
+    assert obj.name in prompt and not obj.seen
+    assert not any(c.seen for c in tiny_world.classes if c.line == obj.line)  # its whole line is unseen

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generator_service.families.world import WorldSDConfig, WorldSDPipeline
+from generator_service.families.world import WorldSDPipeline
 from services.world import CLIP_CONFIG
 
 
@@ -48,14 +48,12 @@ def test_evaluator_trains_and_reloads(tiny_world, tmp_path):
     assert model(x).shape == (3, len(tiny_world.classes)) and model.features(x).shape == (3, model.num_features)
 
 
-def test_generator_trains_on_seen_classes_only_and_reloads(tiny_world, clip_weights, tmp_path):
+def test_generator_trains_on_seen_classes_only_and_reloads(tiny_world, tmp_path):
+    from generator_service.families.world import tiny_config
     from services.world.train_generator import train_world_generator
 
-    cfg = WorldSDConfig(block_out_channels=(16, 32), attention_head_dim=8, norm_num_groups=8, ref_width=8,
-                        ref_embed_dim=16, ref_tokens=2)
     out = tmp_path / "world-sd"
-    train_world_generator(tiny_world, out, clip_weights=clip_weights, steps=2, batch_size=4, threads=1, cfg=cfg,
-                          log=lambda *_: None)
+    train_world_generator(tiny_world, out, steps=2, batch_size=4, threads=1, cfg=tiny_config(), log=lambda *_: None)
     card = json.loads((out / "config.json").read_text())
     assert card["training"]["seen_classes"] == [c.slug for c in tiny_world.seen]
     assert not set(card["training"]["seen_classes"]) & {c.slug for c in tiny_world.unseen}

@@ -5,9 +5,6 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-# The offline demo: tiny open_clip encoder and the tiny-sd generator, random weights, CPU.
-DEMO_ENV := REALRAG_ENCODER_MODEL=retriever_service/configs/tiny-clip.json REALRAG_DEFAULT_MODEL=tiny-sd
-
 .PHONY: install run test redis bench-smoke clean
 
 install: $(VENV)/.installed
@@ -17,8 +14,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e ".[ml,embedded,dev]"
 	touch $@
 
+# The offline demo (services/demo.py): world-sd and the synthetic world's corpus when its models are
+# installed, else tiny random models; each run uses a fresh data dir.
 run: install
-	$(DEMO_ENV) $(VENV)/bin/realrag demo
+	rm -rf .realrag/demo
+	REALRAG_DATA_DIR=.realrag/demo $(VENV)/bin/realrag demo
 
 redis: install
 	PY=$(PY) scripts/ensure-redis.sh

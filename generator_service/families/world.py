@@ -15,7 +15,7 @@ classifier-free guidance drops both text and reference. Text uses open_clip's BP
 ids folded into ``text_vocab`` buckets (a closed world needs no 49k-row embedding table).
 
 ``source`` is a directory with ``config.json`` + ``world-sd.safetensors`` (resolved as given, then
-relative to the repository root), or ``"tiny"``: the same classes with
+relative to the repository and to ``services/world/assets``), or ``"tiny"``: the same classes with
 small random weights, seeded, for tests.
 """
 
@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
-from diffusers.models.embeddings import IPAdapterPlusImageProjection, MultiIPAdapterImageProjection
+from diffusers.models.embeddings import ImageProjection, MultiIPAdapterImageProjection
 from PIL import Image
 
 from generator_service.families.base import GenerationInputs, JobCanceled  # noqa: F401  (re-export)
@@ -43,6 +43,7 @@ WEIGHTS_FILE = "world-sd.safetensors"
 CONFIG_FILE = "config.json"
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+_WORLD_ASSETS = _REPO_ROOT / "services" / "world" / "assets"
 
 
 @dataclass
@@ -53,8 +54,8 @@ class WorldSDConfig:
     attention_heads: int = 4  # UNet2DConditionModel's `attention_head_dim` is, historically, the head count
     norm_num_groups: int = 16
     ref_width: int = 32
-    ref_embed_dim: int = 256  # the global reference embedding (joins the timestep embedding)
-    ref_tokens: int = 8  # resampler queries: reference tokens per image in the decoupled cross-attention
+    ref_embed_dim: int = 256
+    ref_tokens: int = 4
     text_vocab: int = 4096
     text_width: int = 64
     text_layers: int = 2
@@ -83,8 +84,7 @@ class WorldSDConfig:
 
 
 class ReferenceEncoder(nn.Module):
-    """Photo of the object -> a global embedding (pooled: identity, not pose) and a 4x4 grid of
-    feature tokens (``4 * width``-d) that the IP-Adapter-Plus resampler reads."""
+    """Photo of the object -> one embedding; pooled over space, so it keeps identity, not pose."""
 
     def __init__(self, width: int = 32, embed_dim: int = 256):
         super().__init__()
@@ -96,13 +96,10 @@ class ReferenceEncoder(nn.Module):
                                  block(4 * width, 4 * width, 2), block(4 * width, 4 * width, 1))
         self.proj = nn.Linear(8 * width, embed_dim)
 
-        self.token_dim = 4 * width
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, 3, H, W) in [0, 1] -> (global (B, embed_dim), tokens (B, h*w, 4*width))."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 3, H, W) in [0, 1]."""
         h = self.net((x - 0.5) / 0.25)
-        pooled = self.proj(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
-        return pooled, h.flatten(2).transpose(1, 2)
+        return self.proj(torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1))
 
 
 class WorldTextEncoder(nn.Module):
@@ -162,10 +159,10 @@ def build_unet(cfg: WorldSDConfig) -> UNet2DConditionModel:
             hidden = cfg.block_out_channels[int(name[len("down_blocks.")])]
         processors[name] = IPAdapterAttnProcessor2_0(hidden, cross_attention_dim, num_tokens=(cfg.ref_tokens,), scale=1.0)
     unet.set_attn_processor(processors)
-    # IP-Adapter Plus: a perceiver resampler turns the reference's feature tokens into ref_tokens tokens
-    unet.encoder_hid_proj = MultiIPAdapterImageProjection([IPAdapterPlusImageProjection(
-        embed_dims=4 * cfg.ref_width, output_dims=cross_attention_dim, hidden_dims=4 * cfg.ref_width, depth=1,
-        dim_head=32, heads=4, num_queries=cfg.ref_tokens, ffn_ratio=2)])
+    unet.encoder_hid_proj = MultiIPAdapterImageProjection(
+        [ImageProjection(image_embed_dim=cfg.ref_embed_dim, cross_attention_dim=cross_attention_dim,
+                         num_image_text_embeds=cfg.ref_tokens)]
+    )
     unet.config.encoder_hid_dim_type = "ip_image_proj"
     return unet
 
@@ -258,26 +255,17 @@ class WorldSDPipeline:
         return path
 
     @torch.no_grad()
-    def encode_references(self, references: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(global (1, k, ref_embed_dim), tokens (1, k, n, d)); zeros stand for "no reference" (as trained)."""
+    def encode_references(self, references: list[Image.Image]) -> torch.Tensor:
+        """(1, k, ref_embed_dim) reference embeddings; zeros stand for "no reference" (as trained)."""
         if not references:
-            n = (self.cfg.image_size // 8) ** 2
-            return (torch.zeros(1, 1, self.cfg.ref_embed_dim, device=self.device),
-                    torch.zeros(1, 1, n, self.ref_encoder.token_dim, device=self.device))
+            return torch.zeros(1, 1, self.cfg.ref_embed_dim, device=self.device)
         x = images_to_tensor(references, self.cfg.image_size).to(self.device)
-        pooled, tokens = self.ref_encoder(x)
-        return pooled.unsqueeze(0), tokens.unsqueeze(0)
+        return self.ref_encoder(x).unsqueeze(0)
 
     @torch.no_grad()
     def __call__(self, prompt: str, seeds: list[int], references: list[Image.Image] | None = None,
-                 steps: int = 25, guidance: float = 3.0, ref_scale: float = 1.0, ref_guidance: float | None = None,
-                 on_step=None, negative_prompt: str | None = None) -> torch.Tensor:
-        """Images in [0, 1], (len(seeds), 3, H, W).
-
-        Guidance: without a reference, classifier-free guidance on the text. With one and
-        ``ref_guidance`` set, two-way guidance (as InstructPix2Pix): ``e(∅,∅) + ref_guidance·(e(∅,r) −
-        e(∅,∅)) + guidance·(e(t,r) − e(∅,r))``, so the reference can outweigh a name the model misreads.
-        """
+                 steps: int = 25, guidance: float = 3.0, ref_scale: float = 1.0, on_step=None,
+                 negative_prompt: str | None = None) -> torch.Tensor:
         if not seeds:
             raise ValueError("at least one seed is required")
         if steps < 1:
@@ -288,30 +276,22 @@ class WorldSDPipeline:
         ]).to(self.device)
         text = self.text_encoder([prompt]).expand(n, -1, -1)
         uncond_text = self.text_encoder([negative_prompt or ""]).expand(n, -1, -1)
-        pooled, tokens = self.encode_references(references or [])
-        pooled, tokens = pooled.expand(n, -1, -1) * ref_scale, tokens.expand(n, -1, -1, -1)
-        no_pooled, no_tokens = torch.zeros_like(pooled), torch.zeros_like(tokens)
+        ref = self.encode_references(references or []).expand(n, -1, -1)
+        no_ref = torch.zeros_like(ref)
         set_reference_scale(self.unet, ref_scale)
-        if references and ref_guidance is not None:
-            branches = [(uncond_text, no_pooled, no_tokens), (uncond_text, pooled, tokens), (text, pooled, tokens)]
-        elif guidance != 1.0:
-            branches = [(uncond_text, no_pooled, no_tokens), (text, pooled, tokens)]
-        else:
-            branches = [(text, pooled, tokens)]
-        enc = torch.cat([b[0] for b in branches])
-        global_ref = torch.cat([b[1] for b in branches]).mean(dim=1)  # several references: their mean
-        ref_tokens = torch.cat([b[2] for b in branches])
+        use_cfg = guidance != 1.0
+        enc = torch.cat([uncond_text, text]) if use_cfg else text
+        refs = torch.cat([no_ref, ref]) if use_cfg else ref
+        global_ref = refs.mean(dim=1) * ref_scale  # several references: their mean
 
         scheduler = sample_scheduler(self.cfg)
         scheduler.set_timesteps(steps)
         x = noise * scheduler.init_noise_sigma
         for i, t in enumerate(scheduler.timesteps):
-            out = self.unet(torch.cat([x] * len(branches)), t, encoder_hidden_states=enc, class_labels=global_ref,
-                            added_cond_kwargs={"image_embeds": [ref_tokens]}).sample
-            if len(branches) == 3:
-                e0, er, etr = out.chunk(3)
-                out = e0 + ref_guidance * (er - e0) + guidance * (etr - er)
-            elif len(branches) == 2:
+            model_in = torch.cat([x, x]) if use_cfg else x
+            out = self.unet(model_in, t, encoder_hidden_states=enc, class_labels=global_ref,
+                            added_cond_kwargs={"image_embeds": [refs]}).sample
+            if use_cfg:
                 uncond, cond = out.chunk(2)
                 out = uncond + guidance * (cond - uncond)
             x = scheduler.step(out, t, x).prev_sample
@@ -327,7 +307,7 @@ class WorldSDPipeline:
 
 def _resolve_relative(value: str, base_dir: Path | None) -> Path:
     p = Path(value)
-    candidates = [p] if p.is_absolute() else [p, *([base_dir / p] if base_dir else []), _REPO_ROOT / p]
+    candidates = [p] if p.is_absolute() else [p, *([base_dir / p] if base_dir else []), _REPO_ROOT / p, _WORLD_ASSETS / p.name]
     for c in candidates:
         if c.exists():
             return c.resolve()
@@ -335,8 +315,7 @@ def _resolve_relative(value: str, base_dir: Path | None) -> Path:
 
 
 def resolve_source(source: str) -> Path:
-    """A world-sd directory: as given (absolute or relative to the working directory) or relative to
-    the repository root, where the packaged spec points (``services/world/assets/world-sd``)."""
+    """A world-sd directory: as given, relative to the repository, or under services/world/assets."""
     path = _resolve_relative(source, None)
     if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{path} is not a world-sd directory (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
@@ -370,8 +349,8 @@ class WorldGenerator:
         refs = list(inputs.references)
         with self._lock:
             out = self.pipeline(inputs.prompt, inputs.seeds, refs, steps=inputs.steps, guidance=inputs.guidance,
-                                ref_scale=inputs.ip_scale, ref_guidance=self.spec.options.get("ref_guidance"),
-                                on_step=inputs.on_step, negative_prompt=inputs.negative_prompt)
+                                ref_scale=inputs.ip_scale, on_step=inputs.on_step,
+                                negative_prompt=inputs.negative_prompt)
         images = tensor_to_images(out)
         if inputs.width != size:
             images = [im.resize((inputs.width, inputs.height), Image.Resampling.BICUBIC) for im in images]

@@ -46,7 +46,6 @@ class WorldConfig:
     # render arbitrary compositions from a reference; none is within one attribute of an unseen object
     extra_objects: int = 1500
     extra_photos: int = 6
-    caption_detail: float = 0.85  # chance that a caption mentions each optional attribute
     name_rate: float = 0.3  # share of web captions that use the object's name
     label_noise: float = 0.15  # share of web captions that belong to another object
 
@@ -215,7 +214,7 @@ def web_caption(cls: ObjectClass, classes: list[ObjectClass], cfg: WorldConfig, 
     """An alt-text-like caption: mostly attributes, sometimes the name, sometimes another object's."""
     if rng.random() < cfg.label_noise:
         cls = rng.choice(classes)
-    desc = cls.spec.describe(rng, cfg.caption_detail)
+    desc = cls.spec.describe(rng)
     if rng.random() < cfg.name_rate:
         return rng.choice(_NAME_CAPTIONS).format(name=cls.name, desc=desc)
     return rng.choice(_PLAIN_CAPTIONS).format(desc=desc)

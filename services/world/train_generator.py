@@ -57,7 +57,7 @@ def _min_snr_weight(sched, t: torch.Tensor, gamma: float) -> torch.Tensor:
 
 def train_world_generator(world: World, out_dir: str | Path, *, steps: int = 3000, batch_size: int = 32,
                           lr: float = 5e-4, p_drop_ref: float = 0.3, p_drop_text: float = 0.1,
-                          p_extra: float = 0.5, p_trust_ref: float = 0.4, snr_gamma: float = 5.0, ema_decay: float = 0.998, seed: int = 0,
+                          p_extra: float = 0.5, p_trust_ref: float = 0.25, snr_gamma: float = 5.0, ema_decay: float = 0.998, seed: int = 0,
                           threads: int | None = 2, cfg: WorldSDConfig | None = None,
                           time_budget_s: float | None = None, log=print) -> dict:
     seed_everything(seed, threads)
@@ -124,16 +124,15 @@ def train_world_generator(world: World, out_dir: str | Path, *, steps: int = 300
         ref = torch.where(flip_r.view(-1, 1, 1, 1), ref.flip(-1), ref)
         drop_text = (torch.rand(batch_size, generator=gen) < p_drop_text).tolist()
         text = text_encoder(["" if d else p for p, d in zip(prompts, drop_text)])
-        ref_emb, ref_tok = ref_encoder((ref + 1) / 2)
-        keep = ~torch.tensor(drop_ref)
-        ref_emb, ref_tok = ref_emb * keep.view(-1, 1), ref_tok * keep.view(-1, 1, 1)  # zeros: "no reference"
+        ref_emb = ref_encoder((ref + 1) / 2)
+        ref_emb = torch.where(torch.tensor(drop_ref).view(-1, 1), torch.zeros_like(ref_emb), ref_emb)
 
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), generator=gen)
         noisy = sched.add_noise(x0, noise, t)
         target = sched.get_velocity(x0, noise, t) if cfg.prediction_type == "v_prediction" else noise
         pred = unet(noisy, t, encoder_hidden_states=text, class_labels=ref_emb,
-                    added_cond_kwargs={"image_embeds": [ref_tok.unsqueeze(1)]}).sample
+                    added_cond_kwargs={"image_embeds": [ref_emb.unsqueeze(1)]}).sample
         per_example = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_example * _min_snr_weight(sched, t, snr_gamma)).mean()
         opt.zero_grad(set_to_none=True)

@@ -105,7 +105,9 @@ async def ingest(
     if not isinstance(extra, dict):
         raise ApiError(422, "invalid_metadata", "metadata must be a JSON object")
     try:
-        result = retriever.ingest(data, caption, object_id, label, source, license, extra)
+        result = retriever.ingest(
+            data, caption=caption, object_id=object_id, label=label, source=source, license=license, metadata=extra
+        )
     except ImageRejected as exc:
         INGESTS.labels("rejected").inc()
         status = 413 if exc.code == "image_too_large" else 422

@@ -64,18 +64,10 @@ class Retriever:
         self._ingest_lock = threading.Lock()  # dedup check + upsert must not interleave
 
     # --- ingest --------------------------------------------------------------------------
-    def ingest(
-        self,
-        data: bytes,
-        caption: str | None = None,
-        object_id: str | None = None,
-        label: str | None = None,
-        source: str | None = None,
-        license: str | None = None,
-        metadata: dict[str, Any] | None = None,
-    ) -> IngestResponse:
+    def ingest(self, data: bytes, **fields: Any) -> IngestResponse:
+        """Untrusted bytes (uploads): decoded under the upload limits, then `ingest_image`."""
         image = decode_image(data, self.settings.max_upload_bytes, self.settings.max_upload_pixels)
-        return self.ingest_image(image, caption, object_id, label, source, license, metadata)
+        return self.ingest_image(image, **fields)
 
     def ingest_image(
         self,

@@ -6,7 +6,7 @@ import signal
 
 from PIL import Image
 
-from .helpers import wait_for
+from .helpers import WebhookReceiver, wait_for
 
 
 def fetch_png(gateway, url) -> Image.Image:
@@ -172,37 +172,12 @@ def test_webhook_is_signed_and_delivered(gateway, corpus):
     import base64
     import hashlib
     import hmac
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["content-length"]))
-            received.append((dict(self.headers), body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        job = wait_for(gateway, gateway.post("/v1/generations", json={"prompt": "hook", "webhook_url": url}).json()["id"])
-        assert job["status"] == "succeeded"
-        import time
-
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        server.shutdown()
-    headers, body = received[0]
     import json
 
+    with WebhookReceiver() as hook:
+        job = wait_for(gateway, gateway.post("/v1/generations", json={"prompt": "hook", "webhook_url": hook.url}).json()["id"])
+        assert job["status"] == "succeeded"
+        headers, body = hook.wait()[0]
     assert json.loads(body)["type"] == "generation.succeeded"
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     expected = "v1," + base64.b64encode(hmac.new(b"test-webhook-secret", signed, hashlib.sha256).digest()).decode()
@@ -223,33 +198,13 @@ def test_playground_page_is_served(gateway):
 
 def test_canceling_a_queued_job_notifies_its_webhook(gateway, corpus):
     import json
-    import threading
-    import time
-    from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    received = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            received.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with WebhookReceiver() as hook:
         busy = gateway.post("/v1/generations", json={"prompt": "busy", "steps": 40, "width": 192, "height": 192}).json()
-        url = f"http://127.0.0.1:{server.server_address[1]}/hook"
-        waiting = gateway.post("/v1/generations", json={"prompt": "waiting", "webhook_url": url}).json()
+        waiting = gateway.post("/v1/generations", json={"prompt": "waiting", "webhook_url": hook.url}).json()
         assert gateway.delete(f"/v1/generations/{waiting['id']}").json()["status"] == "canceled"
         gateway.delete(f"/v1/generations/{busy['id']}")
-        deadline = time.monotonic() + 10
-        while not received and time.monotonic() < deadline:
-            time.sleep(0.05)
-    finally:
-        server.shutdown()
-    assert received and received[0]["type"] == "generation.canceled"
-    assert received[0]["data"]["id"] == waiting["id"]
+        received = hook.wait()
+    event = json.loads(received[0][1])
+    assert event["type"] == "generation.canceled"
+    assert event["data"]["id"] == waiting["id"]

@@ -15,7 +15,7 @@ classifier-free guidance drops both text and reference. Text uses open_clip's BP
 ids folded into ``text_vocab`` buckets (a closed world needs no 49k-row embedding table).
 
 ``source`` is a directory with ``config.json`` + ``world-sd.safetensors`` (resolved as given, then
-relative to the repository and to ``services/world/assets``), or ``"tiny"``: the same classes with
+relative to the repository root), or ``"tiny"``: the same classes with
 small random weights, seeded, for tests.
 """
 
@@ -43,7 +43,6 @@ WEIGHTS_FILE = "world-sd.safetensors"
 CONFIG_FILE = "config.json"
 
 _REPO_ROOT = Path(__file__).resolve().parents[2]
-_WORLD_ASSETS = _REPO_ROOT / "services" / "world" / "assets"
 
 
 @dataclass
@@ -307,7 +306,7 @@ class WorldSDPipeline:
 
 def _resolve_relative(value: str, base_dir: Path | None) -> Path:
     p = Path(value)
-    candidates = [p] if p.is_absolute() else [p, *([base_dir / p] if base_dir else []), _REPO_ROOT / p, _WORLD_ASSETS / p.name]
+    candidates = [p] if p.is_absolute() else [p, *([base_dir / p] if base_dir else []), _REPO_ROOT / p]
     for c in candidates:
         if c.exists():
             return c.resolve()
@@ -315,7 +314,8 @@ def _resolve_relative(value: str, base_dir: Path | None) -> Path:
 
 
 def resolve_source(source: str) -> Path:
-    """A world-sd directory: as given, relative to the repository, or under services/world/assets."""
+    """A world-sd directory: as given (absolute or relative to the working directory) or relative to
+    the repository root, where the packaged spec points (``services/world/assets/world-sd``)."""
     path = _resolve_relative(source, None)
     if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{path} is not a world-sd directory (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "

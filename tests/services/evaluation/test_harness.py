@@ -117,6 +117,7 @@ def test_novel_objects_quick_run(tmp_path):
         assert (out / "eval" / name).is_file()
     spec = importlib.util.spec_from_file_location("novel_objects", REPO / "benchmarks" / "novel_objects.py")
     bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(bench)
     lines = bench.findings(result)
     assert lines[0].startswith("- Unseen objects, FID(reflective) / FID(no_rag)")

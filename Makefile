@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --disable-pip-version-check -c constraints.txt -e ".[ml,embedded,dev]"
 	touch $@
 
-# The offline demo (services/demo.py): world-sd and the synthetic world's corpus when its models are
+# The offline demo (realrag/demo.py): world-sd and the synthetic world's corpus when its models are
 # installed, else tiny random models; each run uses a fresh data dir.
 run: install
 	rm -rf .realrag/demo

@@ -280,7 +280,7 @@ def _component(factory: Callable, device: str, dtype: torch.dtype):
 
 
 def _spec(key: str, family: str, **fields):
-    from generator_service.registry import ModelSpec
+    from services.registry import ModelSpec
 
     return ModelSpec(key=key, family=family, source="random-real-size", adapter="random", **fields)
 
@@ -621,7 +621,8 @@ def run_gpu(args) -> list[dict]:
 
 
 def run_smoke(args) -> list[dict]:
-    from generator_service.registry import PACKAGED_MODELS, _read, family_module
+    from generator_service.families import family_module
+    from services.registry import PACKAGED_MODELS, _read
 
     torch.set_num_threads(args.threads)
     specs = _read(PACKAGED_MODELS)

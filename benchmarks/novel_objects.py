@@ -4,14 +4,14 @@ Full run (train everything, evaluate all arms on unseen and seen classes; <= 60 
 
     python benchmarks/novel_objects.py                    # -> benchmarks/results/novel_objects.json
                                                           #    docs/results/novel-objects.md (+ PNGs)
-    python benchmarks/novel_objects.py --install-assets   # also refresh services/world/assets/
+    python benchmarks/novel_objects.py --install-assets   # also refresh realrag/world/assets/
 
 Quick run (same code paths, tiny settings, a few minutes; checks plumbing, not numbers):
 
     python benchmarks/novel_objects.py --quick --out /tmp/novel-quick
 
 Stages: render the world -> base world CLIP (zero-shot arm) -> evaluator -> world-sd generator
-(seen classes only) -> standard and reflective retrievers (``retriever_service.training``, via
+(seen classes only) -> standard and reflective retrievers (``realrag.training``, via
 ``train_arm``) -> ``realrag eval`` with arms no_rag / zero_shot / standard / reflective.
 """
 
@@ -35,8 +35,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from services.world import ASSETS_DIR, CLIP_CONFIG  # noqa: E402
-from services.world.catalog import PROMPT_TEMPLATE, WorldConfig  # noqa: E402
+from realrag.world import ASSETS_DIR, CLIP_CONFIG  # noqa: E402
+from realrag.world.catalog import PROMPT_TEMPLATE, WorldConfig  # noqa: E402
 
 RESULTS_JSON = REPO / "benchmarks" / "results" / "novel_objects.json"
 DOCS_DIR = REPO / "docs" / "results"
@@ -71,11 +71,11 @@ QUICK = Budget(world=WorldConfig.quick(), clip_steps=20, evaluator_steps=20, gen
 
 def train_arm(kind: str, *, data_dir: Path, generator, generator_key: str, clip_config: Path, clip_weights: Path,
               work_dir: Path, epochs: int, batch_size: int, lr: float, sample_steps: int, seed: int = 0) -> Path:
-    """Train one retriever arm with the issue-4 pipeline (``retriever_service.training``) and
+    """Train one retriever arm with the issue-4 pipeline (``realrag.training``) and
     return its checkpoint. ``standard`` = in-batch negatives only; ``reflective`` = plus the
     negatives mined with ``generator``. Both arms share the work dir (samples, mining cache)."""
-    from retriever_service.training import TrainConfig
-    from retriever_service.training.pipeline import run_pipeline
+    from realrag.training import TrainConfig
+    from realrag.training.pipeline import run_pipeline
 
     if kind not in ("standard", "reflective"):
         raise ValueError(f"unknown retriever arm {kind!r}")
@@ -101,13 +101,13 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
     import torch
 
     from generator_service.families import world as world_family
-    from generator_service.registry import get_spec
-    from services.evaluation.harness import EvalConfig, run_evaluation
-    from services.evaluation.retrieval import ArmSpec
-    from services.world.dataset import render_world
-    from services.world.train_clip import train_world_clip
-    from services.world.train_evaluator import train_world_evaluator
-    from services.world.train_generator import train_world_generator
+    from services.registry import get_spec
+    from realrag.evaluation.harness import EvalConfig, run_evaluation
+    from realrag.evaluation.retrieval import ArmSpec
+    from realrag.world.dataset import render_world
+    from realrag.world.train_clip import train_world_clip
+    from realrag.world.train_evaluator import train_world_evaluator
+    from realrag.world.train_generator import train_world_generator
 
     torch.set_num_threads(threads)
     t0 = time.time()
@@ -193,7 +193,7 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
 WORLD_NOTE = """\
 ## The world
 
-A procedural world of invented gadgets (`services/world`): each object is a body shape, a body colour,
+A procedural world of invented gadgets (`realrag/world`): each object is a body shape, a body colour,
 a pattern in a second colour and one or two parts in an accent colour, photographed at 32 px with a
 random pose, scale, position, background, lighting and sensor noise. Objects come in product lines of
 near-duplicates that differ in exactly one attribute (pattern colour, accent colour, pattern, or one
@@ -209,7 +209,7 @@ objects) plus one variant of each other line (a novel variant next to seen sibli
   of all objects whose captions mostly describe attributes, name the object only 30 % of the time,
   and are about another object 15 % of the time.
 - **standard / reflective** retrievers: the text tower of the world CLIP fine-tuned by
-  `retriever_service.training` (in-batch negatives; plus one reflective negative per prompt mined
+  `realrag.training` (in-batch negatives; plus one reflective negative per prompt mined
   with world-sd), on photos and names of all objects. Batch size 8: with 64 objects that keeps the
   share of in-batch negatives that are near-duplicates close to a real fine-grained data set's.
 - **evaluator** (accuracy; FID/KID feature space "world-evaluator") trained separately on real
@@ -257,7 +257,7 @@ def findings(result: dict) -> list[str]:
 
 def publish(result: dict, eval_dir: Path, notes: str = "") -> None:
     """Commit-ready outputs: the results JSON and docs/results/novel-objects.md with its images."""
-    from services.evaluation.report import markdown_table
+    from realrag.evaluation.report import markdown_table
 
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
     RESULTS_JSON.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -278,7 +278,7 @@ def publish(result: dict, eval_dir: Path, notes: str = "") -> None:
 
 def install(models: Path, result: dict) -> None:
     """Copy freshly trained models over the committed assets (world-clip, evaluator, world-sd) and
-    record how they were made in ``services/world/assets/training.json``."""
+    record how they were made in ``realrag/world/assets/training.json``."""
     ASSETS_DIR.mkdir(parents=True, exist_ok=True)
     for name in ("world-clip.safetensors", "world-evaluator.safetensors"):
         shutil.copyfile(models / name, ASSETS_DIR / name)
@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-publish", action="store_true", help="full run: do not overwrite the committed results")
-    p.add_argument("--install-assets", action="store_true", help="copy the trained models into services/world/assets")
+    p.add_argument("--install-assets", action="store_true", help="copy the trained models into realrag/world/assets")
     args = p.parse_args(argv)
     budget = QUICK if args.quick else FULL
     out = args.out or REPO / ".realrag" / "bench" / ("novel-objects-quick" if args.quick else "novel-objects")

@@ -29,8 +29,8 @@ from PIL import Image  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from services.sample_corpus import sample_corpus  # noqa: E402
-from services.stack import free_port  # noqa: E402
+from realrag.sample_corpus import sample_corpus  # noqa: E402
+from realrag.stack import free_port  # noqa: E402
 
 BODY = {"prompt": "the Quenta Sprite by the sea", "model": "tiny-sd", "width": 64, "height": 64, "steps": 4, "retrieval": {"top_k": 1}}
 
@@ -53,7 +53,7 @@ def direct(jobs: int) -> dict:
 
 def through_stack(jobs: int) -> dict:
     from services.settings import Settings
-    from services.stack import Stack
+    from realrag.stack import Stack
 
     tmp = tempfile.mkdtemp()
     os.environ.update({

@@ -148,7 +148,7 @@ def check_settings_env(where: str, env: dict[str, str]) -> list[str]:
 
 def soft_shutdown_timeout_s(settings) -> float:
     """The worker's soft-shutdown window, from the real Celery configuration."""
-    from generator_service.celeryconfig import celery_config
+    from services.queue import celery_config
 
     return float(celery_config(settings).get("worker_soft_shutdown_timeout") or 0.0)
 

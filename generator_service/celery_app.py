@@ -1,15 +1,13 @@
-"""The Celery app (``generator_service.celery_app:app``). Torch-free: the gateway imports it to
-enqueue; only the worker imports ``generator_service.tasks`` (and with it torch)."""
+"""The worker's Celery app (``generator_service.celery_app:app``); its tasks live in ``tasks``."""
 
 from __future__ import annotations
 
 from celery import Celery
 
+from services.queue import APP_NAME, GENERATE_TASK, celery_config
 from services.settings import get_settings
 
-from .celeryconfig import celery_config
+__all__ = ["GENERATE_TASK", "app"]
 
-GENERATE_TASK = "realrag.generate"
-
-app = Celery("realrag", include=["generator_service.tasks"])
+app = Celery(APP_NAME, include=["generator_service.tasks"])
 app.conf.update(celery_config(get_settings()))

@@ -11,16 +11,14 @@ import json
 import os
 import time
 from pathlib import Path
+from services.files import atomic_write_text
 
 _state: dict = {"consuming": False, "model_loaded": False}
 
 
 def touch(path: Path, **state) -> None:
     _state.update(state)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps({**_state, "ts": time.time(), "pid": os.getpid()}))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps({**_state, "ts": time.time(), "pid": os.getpid()}))
 
 
 def read(path: Path) -> dict | None:

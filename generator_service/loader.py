@@ -8,7 +8,9 @@ import time
 from services.settings import Settings
 
 from .families.base import Generator
-from .registry import family_module, get_spec
+from services.registry import get_spec
+
+from .families import family_module
 
 _loaded: dict[str, Generator] = {}
 _lock = threading.Lock()

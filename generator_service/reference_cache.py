@@ -27,6 +27,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
+from services.files import atomic_path
 
 TENSOR_NAME = "embeds"
 
@@ -72,19 +73,12 @@ class ReferenceEmbeddingCache:
         if embeds.ndim < 3 or embeds.shape[0] != 2 or embeds.shape[1] != 1:
             raise ValueError(f"expected a (2, 1, ...) embedding for one reference, got {tuple(embeds.shape)}")
         path = self.path(encoder_id, content_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".safetensors")
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".safetensors") as tmp:
             save_file(
                 {TENSOR_NAME: embeds.detach().to("cpu").contiguous()},
-                tmp,
+                str(tmp),
                 metadata={"encoder_id": encoder_id, "content_key": content_key},
             )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         return path
 
     def embeddings_for(

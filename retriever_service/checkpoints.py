@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from services.files import atomic_path, atomic_write_text
 
 FORMAT = "realrag-retriever"
 FORMAT_VERSION = 1
@@ -94,18 +95,6 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(target: Path, write) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_retriever(
     model: torch.nn.Module,
     path: str | Path,
@@ -131,7 +120,8 @@ def save_retriever(
         if "image" in towers:
             raise ValueError("a checkpoint with a trained image tower needs base_image_fingerprint")
         base_image_fingerprint = image_tower_fingerprint(model)
-    _atomic_write_bytes(weights, lambda tmp: save_file(tensors, tmp, metadata={"format": FORMAT}))
+    with atomic_path(weights) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": FORMAT})
     full_card = {
         **card,
         "format": FORMAT,
@@ -144,7 +134,7 @@ def save_retriever(
         "tensors": {name: list(t.shape) for name, t in sorted(tensors.items())},
     }
     text = json.dumps(full_card, indent=2, sort_keys=True, default=str)
-    _atomic_write_bytes(card_path(weights), lambda tmp: Path(tmp).write_text(text + "\n", "utf-8"))
+    atomic_write_text(card_path(weights), text + "\n")
     return weights
 
 

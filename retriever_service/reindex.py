@@ -283,7 +283,7 @@ def _toml_value(value: Any) -> str:
 def dump_models_toml(models: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# RealRAG user model registry (REALRAG_MODELS_FILE). Entries add to or replace the packaged",
-        "# generator_service/models.toml. Written by `realrag index --register`.",
+        "# services/models.toml. Written by `realrag index --register`.",
         "",
     ]
     for key, body in models.items():
@@ -297,9 +297,8 @@ def register_retriever(
     models_file: Path, model_key: str, checkpoint: str | Path, kind: str | None = None
 ) -> dict[str, str]:
     """Name `checkpoint` as `model_key`'s retriever of `kind` (default: the card's kind)."""
-    from generator_service import registry
-
-    from .training.cache import atomic_write_text
+    from services import registry
+    from services.files import atomic_write_text
 
     weights = resolve_weights_path(checkpoint).resolve()
     card = read_card(weights)

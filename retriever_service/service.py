@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from generator_service.registry import get_spec
+from services.registry import get_spec
 from services.artifacts import LocalArtifactStore
 from services.images import decode_image, to_png
 from services.schemas import CorpusImage, IngestResponse, RetrieverInfo, SearchHit, SearchRequest, SearchResponse

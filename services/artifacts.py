@@ -10,6 +10,7 @@ import os
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+from services.files import atomic_write_bytes
 
 
 class ArtifactStore(Protocol):
@@ -42,13 +43,7 @@ class LocalArtifactStore:
         return self.root / clean_key(key)
 
     def put(self, key: str, data: bytes) -> str:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # write-then-rename: a reader never sees half a PNG
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
+        atomic_write_bytes(self.path(key), data)
         return clean_key(key)
 
     def get(self, key: str) -> bytes:

@@ -27,7 +27,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 @pytest.fixture(scope="session")
 def stack_env(tmp_path_factory) -> dict[str, str]:
-    from services.stack import free_port
+    from realrag.stack import free_port
 
     data = tmp_path_factory.mktemp("stack")
     return {
@@ -47,7 +47,7 @@ def stack_env(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def stack(stack_env):
     from services.settings import Settings
-    from services.stack import Stack
+    from realrag.stack import Stack
 
     saved = dict(os.environ)
     os.environ.update(stack_env)
@@ -69,7 +69,7 @@ def gateway(stack) -> httpx.Client:
 @pytest.fixture(scope="session")
 def corpus(gateway) -> dict[str, list[dict]]:
     """The sample corpus ingested through the gateway: object id -> its corpus records."""
-    from services.sample_corpus import sample_corpus
+    from realrag.sample_corpus import sample_corpus
 
     by_object: dict[str, list[dict]] = {}
     for item in sample_corpus():

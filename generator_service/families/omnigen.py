@@ -23,7 +23,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenPip
 from PIL import Image
 
 from generator_service.families.base import GenerationInputs
-from generator_service.registry import ModelSpec
+from services.registry import ModelSpec
 from generator_service.tiny.tokenizers import BYTE_PAD_ID, BYTE_VOCAB_SIZE, byte_level_tokenizer
 
 FAMILY = "omnigen"

@@ -31,7 +31,7 @@ from transformers import (
 )
 
 from generator_service.families.base import GenerationInputs
-from generator_service.registry import ModelSpec
+from services.registry import ModelSpec
 from generator_service.tiny.tokenizers import CLIP_BOS_ID, CLIP_EOS_ID, CLIP_VOCAB_SIZE, clip_tokenizer
 
 FAMILY = "sd"

@@ -34,7 +34,7 @@ from transformers import (
 )
 
 from generator_service.families.base import GenerationInputs
-from generator_service.registry import ModelSpec
+from services.registry import ModelSpec
 from generator_service.tiny.tokenizers import (
     BYTE_EOS_ID,
     BYTE_PAD_ID,

@@ -25,7 +25,7 @@ from generator_service.families.stable_diffusion import (
     resolve_device,
     tiny_image_encoder,
 )
-from generator_service.registry import ModelSpec
+from services.registry import ModelSpec
 from generator_service.tiny.tokenizers import CLIP_BOS_ID, CLIP_EOS_ID, CLIP_VOCAB_SIZE, clip_tokenizer
 
 FAMILY = "sdxl"

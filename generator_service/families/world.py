@@ -8,7 +8,7 @@ embedding added to the timestep embedding (``class_embed_type="projection"``, as
 image embeddings), a ``DDIMScheduler``; a small ``transformers.CLIPTextModel`` text encoder (per-token states, as Stable
 Diffusion uses CLIP) and a small CNN reference encoder, both trained with the UNet.
 
-Everything in it was trained on *seen* objects only (``services/world/train_generator.py``): the
+Everything in it was trained on *seen* objects only (``realrag/world/train_generator.py``): the
 text encoder has never read an unseen object's name, the UNet has never drawn one. The reference is
 another photo of the same object, dropped at random, so the model works with or without one;
 classifier-free guidance drops both text and reference. Text uses open_clip's BPE tokenizer with
@@ -36,7 +36,7 @@ from diffusers.models.embeddings import ImageProjection, MultiIPAdapterImageProj
 from PIL import Image
 
 from generator_service.families.base import GenerationInputs, JobCanceled  # noqa: F401  (re-export)
-from generator_service.registry import ModelSpec
+from services.registry import ModelSpec
 
 FAMILY = "world"
 WEIGHTS_FILE = "world-sd.safetensors"
@@ -242,7 +242,7 @@ class WorldSDPipeline:
         return cls(cfg, unet, ref_encoder, text_encoder, device)
 
     def save(self, path: str | Path) -> Path:
-        from services.world.training import save_weights
+        from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -250,7 +250,8 @@ class WorldSDPipeline:
         state = {}
         for prefix, module in (("unet.", self.unet), ("ref_encoder.", self.ref_encoder), ("text_encoder.", self.text_encoder)):
             state.update({f"{prefix}{k}": v for k, v in module.state_dict().items()})
-        save_weights(state, path / WEIGHTS_FILE)
+        # fp16 on disk halves the committed size; load() reads it back into fp32 modules
+        save_file({k: v.detach().cpu().contiguous().half() if v.is_floating_point() else v.detach().cpu().contiguous() for k, v in state.items()}, str(path / WEIGHTS_FILE))
         return path
 
     @torch.no_grad()
@@ -315,11 +316,11 @@ def _resolve_relative(value: str, base_dir: Path | None) -> Path:
 
 def resolve_source(source: str) -> Path:
     """A world-sd directory: as given (absolute or relative to the working directory) or relative to
-    the repository root, where the packaged spec points (``services/world/assets/world-sd``)."""
+    the repository root, where the packaged spec points (``realrag/world/assets/world-sd``)."""
     path = _resolve_relative(source, None)
     if not (path / WEIGHTS_FILE).is_file() or not (path / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{path} is not a world-sd directory (needs {CONFIG_FILE} and {WEIGHTS_FILE}); "
-                                "train it with `python -m services.world train-generator`")
+                                "train it with `python -m realrag.world train-generator`")
     return path
 
 

@@ -1,6 +1,6 @@
 """Qdrant's engine in-process (qdrant-edge): one shard directory per collection.
 
-Edge shards have no aliases, so the alias is a small JSON file replaced atomically (os.replace) plus
+Edge shards have no aliases, so the alias is a small JSON file replaced atomically (write, then rename) plus
 an in-process pointer swapped under a lock: searches already running finish on the old shard, new
 ones see the new shard. One process owns a shard directory at a time (the retriever service).
 Updates are durable through the shard's write-ahead log (a killed process loses nothing, tested);
@@ -36,6 +36,7 @@ from qdrant_edge import (
 )
 
 from .base import INDEXED_FIELDS, CollectionMissing, IndexedPoint, ScoredHit, next_version_name
+from services.files import atomic_write_text
 
 VECTOR = "retrieval"
 
@@ -107,9 +108,7 @@ class EdgeIndex:
             aliases = self._aliases()
             previous = aliases.get(self.alias)
             aliases[self.alias] = collection
-            tmp = self._alias_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(aliases))
-            os.replace(tmp, self._alias_file)
+            atomic_write_text(self._alias_file, json.dumps(aliases))
             return previous
 
     def ensure(self, dim: int) -> str:

@@ -12,9 +12,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 
-from generator_service.celery_app import app as celery_app
 from services.errors import error_body, install_error_handlers
 from services.jobs import JobStore
+from services.queue import producer_app
 from services.settings import get_settings
 
 from .generations import GenerationService
@@ -33,7 +33,7 @@ async def lifespan(app: FastAPI):
     app.state.settings = settings
     app.state.jobs = jobs
     app.state.retriever = retriever
-    app.state.generations = GenerationService(settings, jobs, retriever, celery_app)
+    app.state.generations = GenerationService(settings, jobs, retriever, producer_app(settings))
     yield
     retriever.close()
 

@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from services.stack import free_port
+from realrag.stack import free_port
 
 BAD_BODIES = [
     ({"prompt": ""}, 422, "empty_prompt"),
@@ -88,7 +88,7 @@ def test_corpus_crud_and_duplicates(gateway, corpus):
 def _start_gateway(env_overrides: dict) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, **env_overrides, "REALRAG_GATEWAY_PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "realrag.cli", "gateway"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

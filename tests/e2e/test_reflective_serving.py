@@ -5,7 +5,7 @@ import os
 import httpx
 import pytest
 
-from services.sample_corpus import sample_corpus
+from realrag.sample_corpus import sample_corpus
 from tests.conftest import TINY_CLIP, png_bytes
 
 from .helpers import wait_for
@@ -14,8 +14,8 @@ from .helpers import wait_for
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from retriever_service.reindex import register_retriever
-    from retriever_service.training import TrainConfig
-    from retriever_service.training.pipeline import run
+    from realrag.training import TrainConfig
+    from realrag.training.pipeline import run
 
     root = tmp_path_factory.mktemp("reflective")
     data = root / "data"
@@ -39,7 +39,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def served(trained, stack_env, tmp_path_factory):
     from services.settings import Settings
-    from services.stack import Stack, free_port
+    from realrag.stack import Stack, free_port
 
     models_file, checkpoints = trained
     env = {

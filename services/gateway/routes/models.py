@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from generator_service.registry import load_registry
+from services.registry import load_registry
 
 from ..deps import Authenticated, SettingsDep
 

@@ -8,7 +8,7 @@ import numpy as np
 from PIL import Image
 
 from generator_service.families.base import GenerationInputs
-from generator_service.registry import PACKAGED_MODELS, ModelSpec
+from services.registry import PACKAGED_MODELS, ModelSpec
 
 
 def packaged_spec(key: str, **overrides) -> ModelSpec:

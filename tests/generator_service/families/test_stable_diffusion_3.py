@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from generator_service.families import stable_diffusion_3
-from generator_service.registry import family_module
+from generator_service.families import family_module
 
 from .helpers import (
     check_cancel_aborts_without_image,

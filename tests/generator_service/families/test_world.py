@@ -4,9 +4,9 @@ novel-objects benchmark and the world training tests)."""
 import numpy as np
 import pytest
 
-from generator_service.families import world
+from generator_service.families import FAMILY_MODULES, world
 from generator_service.families.base import GenerationInputs
-from generator_service.registry import ModelSpec, get_spec
+from services.registry import ModelSpec, get_spec
 from tests.generator_service.families.helpers import (
     assert_equal_up_to_batch_rounding,
     check_cancel_aborts_without_image,
@@ -59,7 +59,7 @@ def test_sizes_that_are_not_multiples_of_the_native_size_are_refused(generator):
 
 def test_registered_world_sd_points_at_the_assets_and_bad_sources_fail_clearly():
     spec = get_spec("world-sd")
-    assert spec.family == "world" and spec.module == "generator_service.families.world"
+    assert spec.family == "world" and FAMILY_MODULES[spec.family] == "generator_service.families.world"
     bad = ModelSpec(key="x", family="world", source="no/such/world-sd")
     with pytest.raises(FileNotFoundError, match="no/such/world-sd"):
         world.load(bad, "cpu")

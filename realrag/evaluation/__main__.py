@@ -1,0 +1,5 @@
+import sys
+
+from realrag.evaluation.cli import main
+
+sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from realrag.world.cli import main
+
+sys.exit(main())

@@ -1,5 +1,0 @@
-import sys
-
-from services.evaluation.cli import main
-
-sys.exit(main())

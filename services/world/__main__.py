@@ -1,5 +1,0 @@
-import sys
-
-from services.world.cli import main
-
-sys.exit(main())

@@ -29,9 +29,9 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -728,7 +728,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "benchmark": "gpu_generators",
         "mode": "smoke (tiny twins, CPU)" if args.smoke else "real-size random weights",
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine_info(device),
         "timed_steps": args.steps,

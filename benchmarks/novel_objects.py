@@ -101,13 +101,13 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
     import torch
 
     from generator_service.families import world as world_family
-    from services.registry import get_spec
     from realrag.evaluation.harness import EvalConfig, run_evaluation
     from realrag.evaluation.retrieval import ArmSpec
     from realrag.world.dataset import render_world
     from realrag.world.train_clip import train_world_clip
     from realrag.world.train_evaluator import train_world_evaluator
     from realrag.world.train_generator import train_world_generator
+    from services.registry import get_spec
 
     torch.set_num_threads(threads)
     t0 = time.time()
@@ -174,7 +174,7 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
 
     result["seconds"] = round(time.time() - t0, 1)
     result["command"] = command
-    result["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     result["stages_seconds"] = timings
     result["training"] = stats
     result["world"] = {"config": budget.world.as_dict(), "classes": len(world.classes), "seen": len(world.seen),

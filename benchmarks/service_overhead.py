@@ -17,7 +17,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import httpx  # noqa: E402
-from PIL import Image  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
@@ -52,8 +51,8 @@ def direct(jobs: int) -> dict:
 
 
 def through_stack(jobs: int) -> dict:
-    from services.settings import Settings
     from realrag.stack import Stack
+    from services.settings import Settings
 
     tmp = tempfile.mkdtemp()
     os.environ.update({
@@ -103,7 +102,7 @@ def main() -> None:
     Console(width=120).print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
-        "benchmark": "service_overhead", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "benchmark": "service_overhead", "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "python " + " ".join(sys.argv), "jobs": args.jobs, "direct": baseline, "stack": stack,
         "ratio_stack_over_direct_p50": ratio,
     }, indent=2))

@@ -16,8 +16,8 @@ only when every member has canceled.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, replace
-from typing import Hashable, Sequence
 
 import torch
 from PIL import Image

@@ -11,6 +11,7 @@ import json
 import os
 import time
 from pathlib import Path
+
 from services.files import atomic_write_text
 
 _state: dict = {"consuming": False, "model_loaded": False}

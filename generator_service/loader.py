@@ -5,12 +5,11 @@ from __future__ import annotations
 import threading
 import time
 
+from services.registry import get_spec
 from services.settings import Settings
 
-from .families.base import Generator
-from services.registry import get_spec
-
 from .families import family_module
+from .families.base import Generator
 
 _loaded: dict[str, Generator] = {}
 _lock = threading.Lock()

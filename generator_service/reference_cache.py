@@ -19,14 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
+
 from services.files import atomic_path
 
 TENSOR_NAME = "embeds"

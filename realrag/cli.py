@@ -43,9 +43,9 @@ def cmd_retriever(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from realrag.stack import Stack, console
-
     import signal
+
+    from realrag.stack import Stack, console
 
     def _stop(signum, frame):  # a SIGTERM must stop the children too (they run in their own sessions)
         raise KeyboardInterrupt

@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from services.settings import Settings
 from realrag.stack import Stack
+from services.settings import Settings
 
 console = Console()
 REPO = Path(__file__).resolve().parents[1]

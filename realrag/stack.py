@@ -63,7 +63,7 @@ class Stack:
     def gateway_url(self) -> str:
         return f"http://{self.settings.gateway_host}:{self.env['REALRAG_GATEWAY_PORT']}"
 
-    def start(self, worker_concurrency: int = 1) -> "Stack":
+    def start(self, worker_concurrency: int = 1) -> Stack:
         s = self.settings
         self.log_dir.mkdir(parents=True, exist_ok=True)
         redis_url = s.redis_url
@@ -120,7 +120,7 @@ class Stack:
             self.embedded_redis.shutdown()
         self.processes.clear()
 
-    def __enter__(self) -> "Stack":
+    def __enter__(self) -> Stack:
         return self
 
     def __exit__(self, *exc) -> None:

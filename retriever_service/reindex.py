@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import time
 import tomllib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from services.settings import Settings
 

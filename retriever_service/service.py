@@ -10,9 +10,9 @@ from typing import Any
 
 from PIL import Image
 
-from services.registry import get_spec
 from services.artifacts import LocalArtifactStore
 from services.images import decode_image, to_png
+from services.registry import get_spec
 from services.schemas import CorpusImage, IngestResponse, RetrieverInfo, SearchHit, SearchRequest, SearchResponse
 from services.settings import Settings
 

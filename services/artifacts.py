@@ -6,10 +6,9 @@ ReadWriteMany PVC in Kubernetes). An S3 store implements the same four methods.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Protocol
+
 from services.files import atomic_write_bytes
 
 

@@ -7,7 +7,7 @@ Celery only transports work; nothing here reads Celery's result state.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 
@@ -26,7 +26,7 @@ class JobStore:
         self.ttl_s = ttl_s
 
     @classmethod
-    def from_url(cls, url: str, ttl_s: int, **kwargs) -> "JobStore":
+    def from_url(cls, url: str, ttl_s: int, **kwargs) -> JobStore:
         return cls(redis.Redis.from_url(url, decode_responses=True, **kwargs), ttl_s)
 
     # --- keys ----------------------------------------------------------------------------

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     max_search_results: int = Field(50, ge=1)
 
     @model_validator(mode="after")
-    def _check_limits(self) -> "Settings":
+    def _check_limits(self) -> Settings:
         if self.visibility_timeout_s <= self.task_time_limit_s:
             raise ValueError(
                 "visibility_timeout_s must exceed task_time_limit_s, or Redis redelivers "

@@ -46,8 +46,8 @@ def stack_env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def stack(stack_env):
-    from services.settings import Settings
     from realrag.stack import Stack
+    from services.settings import Settings
 
     saved = dict(os.environ)
     os.environ.update(stack_env)

@@ -6,8 +6,9 @@ loaded Generator per model key per process and calls ``generate`` once per job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from PIL import Image
 

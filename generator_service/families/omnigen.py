@@ -23,8 +23,8 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenPip
 from PIL import Image
 
 from generator_service.families.base import GenerationInputs
-from services.registry import ModelSpec
 from generator_service.tiny.tokenizers import BYTE_PAD_ID, BYTE_VOCAB_SIZE, byte_level_tokenizer
+from services.registry import ModelSpec
 
 FAMILY = "omnigen"
 

@@ -31,8 +31,8 @@ from transformers import (
 )
 
 from generator_service.families.base import GenerationInputs
-from services.registry import ModelSpec
 from generator_service.tiny.tokenizers import CLIP_BOS_ID, CLIP_EOS_ID, CLIP_VOCAB_SIZE, clip_tokenizer
+from services.registry import ModelSpec
 
 FAMILY = "sd"
 

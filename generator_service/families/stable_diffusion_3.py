@@ -34,7 +34,6 @@ from transformers import (
 )
 
 from generator_service.families.base import GenerationInputs
-from services.registry import ModelSpec
 from generator_service.tiny.tokenizers import (
     BYTE_EOS_ID,
     BYTE_PAD_ID,
@@ -45,6 +44,7 @@ from generator_service.tiny.tokenizers import (
     byte_level_tokenizer,
     clip_tokenizer,
 )
+from services.registry import ModelSpec
 
 FAMILY = "sd3"
 

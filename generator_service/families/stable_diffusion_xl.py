@@ -20,13 +20,13 @@ from generator_service.families.stable_diffusion import (
     DTYPES,
     TINY_VISION_HIDDEN,
     StableDiffusionGenerator,
-    to_eval_mode,
     random_ip_adapter_state_dict,
     resolve_device,
     tiny_image_encoder,
+    to_eval_mode,
 )
-from services.registry import ModelSpec
 from generator_service.tiny.tokenizers import CLIP_BOS_ID, CLIP_EOS_ID, CLIP_VOCAB_SIZE, clip_tokenizer
+from services.registry import ModelSpec
 
 FAMILY = "sdxl"
 

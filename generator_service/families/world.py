@@ -29,7 +29,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor2_0, IPAdapterAttnProcessor2_0
 from diffusers.models.embeddings import ImageProjection, MultiIPAdapterImageProjection
@@ -71,7 +70,7 @@ class WorldSDConfig:
         return json.dumps(d, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "WorldSDConfig":
+    def from_json(cls, text: str) -> WorldSDConfig:
         d = json.loads(text)
         d["block_out_channels"] = tuple(d["block_out_channels"])
         return cls(**d)
@@ -223,7 +222,7 @@ class WorldSDPipeline:
         self.device = device
 
     @classmethod
-    def from_dir(cls, path: str | Path, device: str = "cpu") -> "WorldSDPipeline":
+    def from_dir(cls, path: str | Path, device: str = "cpu") -> WorldSDPipeline:
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -235,7 +234,7 @@ class WorldSDPipeline:
         return cls(cfg, unet, ref_encoder, text_encoder, device)
 
     @classmethod
-    def tiny(cls, device: str = "cpu") -> "WorldSDPipeline":
+    def tiny(cls, device: str = "cpu") -> WorldSDPipeline:
         cfg = tiny_config()
         torch.manual_seed(0)
         unet, ref_encoder, text_encoder = build_unet(cfg), ReferenceEncoder(cfg.ref_width, cfg.ref_embed_dim), WorldTextEncoder(cfg)

@@ -21,7 +21,7 @@ from realrag.evaluation.data import ImageFolder, PromptItem, load_prompts, templ
 from realrag.evaluation.features import build_classifier, build_feature_space
 from realrag.evaluation.metrics import ArmScores, clip_scores, retrieval_recall, summarize_set
 from realrag.evaluation.report import bar_plot, image_grid, write_json, write_markdown
-from realrag.evaluation.retrieval import NO_RAG, ArmRetriever, ArmSpec
+from realrag.evaluation.retrieval import ArmRetriever, ArmSpec
 
 DEFAULT_PAIRS = [("reflective", "standard"), ("reflective", "zero_shot"), ("reflective", "no_rag"),
                  ("standard", "zero_shot"), ("standard", "no_rag"), ("zero_shot", "no_rag")]
@@ -213,7 +213,7 @@ def run_evaluation(cfg: EvalConfig, generator=None, spec=None, log=print) -> dic
     }
     result["command"] = cfg.command
     result["seconds"] = round(time.time() - t0, 1)
-    result["date"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     # outputs
     arm_names = [a.name for a in cfg.arms]

@@ -77,7 +77,7 @@ def markdown_table(result: dict) -> str:
         lines.append("")
     lines += [f"- generator: `{setup.get('generator')}`; feature space (FID/KID): **{setup.get('feature_space')}**; "
               f"classifier (accuracy): {setup.get('classifier')}; CLIP-T/CLIP-I scorer: {setup.get('scorer')}",
-              f"- retriever arms: " + "; ".join(f"`{a}`: {s}" for a, s in setup.get("arm_sources", {}).items()),
+              "- retriever arms: " + "; ".join(f"`{a}`: {s}" for a, s in setup.get("arm_sources", {}).items()),
               f"- top-k {setup.get('top_k')}, steps {setup.get('steps')}, guidance {setup.get('guidance')}, "
               f"reference scale {setup.get('ip_scale')}, seeds {setup.get('seeds')}"]
     return "\n".join(lines) + "\n"

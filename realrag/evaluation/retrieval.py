@@ -29,7 +29,7 @@ class ArmSpec:
         return self.name != NO_RAG
 
     @classmethod
-    def parse(cls, text: str) -> "ArmSpec":
+    def parse(cls, text: str) -> ArmSpec:
         name, _, ckpt = text.partition("=")
         name = name.strip()
         if not name:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+
 from services.files import atomic_path, atomic_write_text
 
 # Called after each unit of work is committed to disk (stage name, units done); tests raise in it to
@@ -62,7 +63,7 @@ class StageTiming:
     extra: dict[str, Any] = field(default_factory=dict)
     _start: float = field(default=0.0, repr=False)
 
-    def __enter__(self) -> "StageTiming":
+    def __enter__(self) -> StageTiming:
         self._start = time.perf_counter()
         return self
 

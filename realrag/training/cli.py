@@ -138,10 +138,9 @@ def add_train_retriever_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_index(args: argparse.Namespace, settings=None, index=None, hook=None) -> int:
     """`settings`/`index`/`hook` let a process that already owns the index (the retriever service,
     tests) run the command in-process; the CLI opens the index from the settings."""
-    from services.settings import get_settings
-
     from retriever_service.checkpoints import CheckpointError
     from retriever_service.reindex import ReindexError, register_retriever, reindex, rollback
+    from services.settings import get_settings
 
     settings = settings or get_settings()
     try:

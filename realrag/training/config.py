@@ -83,7 +83,7 @@ class TrainConfig(BaseModel):
     eval_top_k: list[int] = Field(default_factory=lambda: [1, 5])
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.prompt_source == "templates":
             if not self.templates:
                 raise ValueError("prompt_source 'templates' needs at least one template")
@@ -98,7 +98,7 @@ class TrainConfig(BaseModel):
             raise ValueError("eval_top_k values must be >= 1")
         return self
 
-    def resolved(self) -> "TrainConfig":
+    def resolved(self) -> TrainConfig:
         """Fill the encoder from the one Settings object, so the retriever matches the service's."""
         if self.encoder_model is not None:
             return self

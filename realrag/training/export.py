@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from retriever_service.checkpoints import save_retriever
-
 from services.files import atomic_write_text
 
 from .cache import StageTiming, write_json
@@ -48,7 +47,7 @@ def build_card(config: TrainConfig, dataset: Dataset, run: TrainedRun, report: d
         "metrics": report["arms"].get(KIND_OF_ARM[run.arm]),
         "comparison": report["arms"],
         "mining": report["mining"],
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "realrag_version": _package_version(),
     }
 

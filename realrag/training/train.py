@@ -14,7 +14,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import math
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from retriever_service.checkpoints import image_tower_fingerprint, tower_parameters
+from services.files import atomic_path
 
 from .cache import ProgressHook, StageTiming, progress, read_json, write_json
 from .config import Negatives, TrainConfig, fingerprint
 from .data import Dataset, Prompt, open_image
 from .loss import reflective_info_nce
 from .mine import Mined, build_encoder
-from services.files import atomic_path
 
 # TrainConfig fields that do not change the trained weights of an arm
 NOT_IN_RUN_KEY = {

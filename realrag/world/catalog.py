@@ -50,7 +50,7 @@ class WorldConfig:
     label_noise: float = 0.15  # share of web captions that belong to another object
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "WorldConfig":
+    def quick(cls, seed: int = 0) -> WorldConfig:
         return cls(seed=seed, brands=3, lines_per_brand=2, variants_per_line=3, unseen_lines=2,
                    web=16, train=16, evaluator=12, corpus=4, test=6, extra_objects=24, extra_photos=3)
 
@@ -73,7 +73,7 @@ class ObjectClass:
                 "axis": self.axis, "seen": self.seen, "spec": self.spec.as_dict()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ObjectClass":
+    def from_dict(cls, d: dict) -> ObjectClass:
         return cls(**{**d, "spec": ObjectSpec.from_dict(d["spec"])})
 
 

@@ -48,7 +48,7 @@ def render_extras(cfg: WorldConfig, classes: list[ObjectClass]) -> np.ndarray:
     return out
 
 
-def render_world(out_dir: str | Path, cfg: WorldConfig, log=print) -> "World":
+def render_world(out_dir: str | Path, cfg: WorldConfig, log=print) -> World:
     out = Path(out_dir)
     t0 = time.time()
     classes = build_catalog(cfg)
@@ -94,7 +94,7 @@ class World:
     classes: list[ObjectClass]
 
     @classmethod
-    def load(cls, root: str | Path) -> "World":
+    def load(cls, root: str | Path) -> World:
         root = Path(root)
         manifest_path = root / "world.json"
         if not manifest_path.is_file():

@@ -60,7 +60,7 @@ class ObjectSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ObjectSpec":
+    def from_dict(cls, d: dict) -> ObjectSpec:
         return cls(**{**d, "parts": tuple(d["parts"])})
 
     def describe(self, rng: random.Random, detail: float = 0.6) -> str:

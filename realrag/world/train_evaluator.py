@@ -65,7 +65,7 @@ class WorldEvaluator(nn.Module):
         return save_weights(self.state_dict(), path, metadata={"config": json.dumps(meta)})
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu") -> "WorldEvaluator":
+    def load(cls, path: str | Path, device: str = "cpu") -> WorldEvaluator:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"evaluator weights not found: {path}")

@@ -7,8 +7,9 @@ alias atomically, keeping the previous collection for rollback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 # Payload fields the service filters on; both engines index them as keywords.
 INDEXED_FIELDS = ("object_id", "label", "content_hash", "source", "license")

@@ -10,11 +10,11 @@ segments are flushed on close, since a flush per upsert costs ~200 ms.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from qdrant_edge import (
     CountRequest,
@@ -35,8 +35,9 @@ from qdrant_edge import (
     UpdateOperation,
 )
 
-from .base import INDEXED_FIELDS, CollectionMissing, IndexedPoint, ScoredHit, next_version_name
 from services.files import atomic_write_text
+
+from .base import INDEXED_FIELDS, CollectionMissing, IndexedPoint, ScoredHit, next_version_name
 
 VECTOR = "retrieval"
 

@@ -7,8 +7,9 @@ The client is created lazily, in the process that uses it (never across a fork),
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from qdrant_client import QdrantClient, models
 
@@ -36,11 +37,11 @@ class QdrantClientIndex:
         self._client: QdrantClient | None = None
 
     @classmethod
-    def remote(cls, url: str, alias: str, api_key: str | None = None) -> "QdrantClientIndex":
+    def remote(cls, url: str, alias: str, api_key: str | None = None) -> QdrantClientIndex:
         return cls(alias, url=url, api_key=api_key, prefer_grpc=False, timeout=10)
 
     @classmethod
-    def local(cls, path: Path | str, alias: str) -> "QdrantClientIndex":
+    def local(cls, path: Path | str, alias: str) -> QdrantClientIndex:
         location = str(path)
         if location == ":memory:":
             return cls(alias, location=":memory:")

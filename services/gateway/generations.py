@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import redis
 from celery import Celery
 
-from services.registry import ModelSpec, load_registry
 from services.errors import ApiError
 from services.jobs import JobStore
 from services.queue import GENERATE_TASK
+from services.registry import ModelSpec, load_registry
 from services.schemas import (
     GenerateTask,
     GenerationRequest,

@@ -13,9 +13,9 @@ from .helpers import wait_for
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from retriever_service.reindex import register_retriever
     from realrag.training import TrainConfig
     from realrag.training.pipeline import run
+    from retriever_service.reindex import register_retriever
 
     root = tmp_path_factory.mktemp("reflective")
     data = root / "data"
@@ -38,8 +38,8 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def served(trained, stack_env, tmp_path_factory):
-    from services.settings import Settings
     from realrag.stack import Stack, free_port
+    from services.settings import Settings
 
     models_file, checkpoints = trained
     env = {

@@ -7,19 +7,18 @@ import json
 import threading
 import time
 
-import numpy as np
 import pytest
 import torch
 
-from services.registry import get_spec
+from realrag.training.cli import build_parser, cmd_index
+from realrag.training.data import open_image
 from retriever_service.checkpoints import CheckpointError, image_tower_fingerprint, save_retriever
 from retriever_service.encoder import ClipEncoder
 from retriever_service.index.edge_index import EdgeIndex
 from retriever_service.index.qdrant_client_index import QdrantClientIndex
 from retriever_service.reindex import image_tower_for_collection, register_retriever
 from retriever_service.service import Retriever
-from realrag.training.cli import build_parser, cmd_index
-from realrag.training.data import open_image
+from services.registry import get_spec
 from services.settings import Settings
 
 from .training.conftest import TINY_CLIP, make_objects

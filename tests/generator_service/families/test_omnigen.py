@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from generator_service.families.omnigen import rag_prompt
 from generator_service.families import family_module
+from generator_service.families.omnigen import rag_prompt
 
 from .helpers import (
     check_cancel_aborts_without_image,

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator_service.families import stable_diffusion
+from generator_service.families import family_module, stable_diffusion
 from generator_service.families.base import JobCanceled
-from generator_service.families import family_module
 
 from .helpers import assert_equal_up_to_batch_rounding, make_inputs, packaged_spec, pixels, reference_image
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from generator_service.families import stable_diffusion_xl
-from generator_service.families import family_module
+from generator_service.families import family_module, stable_diffusion_xl
 
 from .helpers import (
     check_cancel_aborts_without_image,

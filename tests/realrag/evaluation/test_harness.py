@@ -3,7 +3,6 @@ ImageFolder with another generator family and CLIP-based metrics, as a user's da
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from retriever_service.checkpoints import read_card
-from retriever_service.encoder import ClipEncoder
-from retriever_service.index.edge_index import EdgeIndex
-from retriever_service.service import Retriever
 from realrag.training import run_pipeline
 from realrag.training.cli import build_parser, cmd_index, main
 from realrag.training.data import open_image
 from realrag.training.evaluate import arm_encoder
+from retriever_service.checkpoints import read_card
+from retriever_service.encoder import ClipEncoder
+from retriever_service.index.edge_index import EdgeIndex
+from retriever_service.service import Retriever
 from services.schemas import SearchRequest
 from services.settings import Settings
 

@@ -16,8 +16,7 @@ from retriever_service.checkpoints import (
     save_retriever,
 )
 from retriever_service.encoder import ClipEncoder
-
-from .training.conftest import TINY_CLIP
+from tests.realrag.training.conftest import TINY_CLIP
 
 TEXTS = ["a photo of a red car", "a blue truck"]
 

@@ -20,8 +20,7 @@ from retriever_service.reindex import image_tower_for_collection, register_retri
 from retriever_service.service import Retriever
 from services.registry import get_spec
 from services.settings import Settings
-
-from .training.conftest import TINY_CLIP, make_objects
+from tests.realrag.training.conftest import TINY_CLIP, make_objects
 
 TOP_K = 5
 

@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test redis bench-smoke clean
+.PHONY: install run test lint test-fast redis bench-smoke clean
 
 install: $(VENV)/.installed
 
@@ -23,8 +23,18 @@ run: install
 redis: install
 	PY=$(PY) scripts/ensure-redis.sh
 
-test: install redis
+# Layers (import-linter contracts in pyproject.toml), lint and types; part of `make test`.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-logo
+	$(VENV)/bin/mypy
+
+test: install redis lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything that does not start the real stack (uvicorn processes, a Celery worker): seconds, not minutes.
+test-fast: install redis
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench-smoke: install
 	$(PY) benchmarks/gpu_generators.py --smoke

@@ -57,7 +57,10 @@ def measure(index, vectors: np.ndarray, queries: np.ndarray, objects: int, top_k
     plain, filtered = latencies(False), latencies(True)
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :top_k]
     recall = np.mean(
-        [len({int(uuid.UUID(h.id)) - 1 for h in index.search(q.tolist(), top_k)} & set(truth[i].tolist())) / top_k for i, q in enumerate(queries[:50])]
+        [
+            len({int(uuid.UUID(h.id)) - 1 for h in index.search(q.tolist(), top_k)} & set(truth[i].tolist())) / top_k
+            for i, q in enumerate(queries[:50])
+        ]
     )
     return {
         "upsert_s": upsert_s,
@@ -83,7 +86,10 @@ def main() -> None:
     queries = unit_vectors(rng, args.queries, args.dim)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        engines = {"qdrant-client local (baseline)": QdrantClientIndex.local(":memory:", "bench"), "qdrant-edge (default)": EdgeIndex(Path(tmp), "bench")}
+        engines = {
+            "qdrant-client local (baseline)": QdrantClientIndex.local(":memory:", "bench"),
+            "qdrant-edge (default)": EdgeIndex(Path(tmp), "bench"),
+        }
         for name, index in engines.items():
             results[name] = measure(index, vectors, queries, args.objects, args.top_k)
             index.close()
@@ -94,18 +100,32 @@ def main() -> None:
     for column in ("engine", "upsert s", "query p50 ms", "query p95 ms", "filtered p50 ms", f"recall@{args.top_k}"):
         table.add_column(column, justify="right")
     for name, r in results.items():
-        table.add_row(name, f"{r['upsert_s']:.2f}", f"{r['query_p50_ms']:.2f}", f"{r['query_p95_ms']:.2f}", f"{r['filtered_p50_ms']:.2f}", f"{r['recall_at_k']:.2f}")
-    table.add_row("ratio edge/baseline", f"{ratios['upsert_s']:.2f}", f"{ratios['query_p50_ms']:.3f}", "", f"{ratios['filtered_p50_ms']:.3f}", "")
+        table.add_row(
+            name,
+            f"{r['upsert_s']:.2f}",
+            f"{r['query_p50_ms']:.2f}",
+            f"{r['query_p95_ms']:.2f}",
+            f"{r['filtered_p50_ms']:.2f}",
+            f"{r['recall_at_k']:.2f}",
+        )
+    table.add_row(
+        "ratio edge/baseline", f"{ratios['upsert_s']:.2f}", f"{ratios['query_p50_ms']:.3f}", "", f"{ratios['filtered_p50_ms']:.3f}", ""
+    )
     Console(width=140).print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "benchmark": "index_search",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(sys.argv),
-        "config": {k: v for k, v in vars(args).items() if k != "output"},
-        "results": results,
-        "ratios_edge_over_baseline": ratios,
-    }, indent=2))
+    args.output.write_text(
+        json.dumps(
+            {
+                "benchmark": "index_search",
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": "python " + " ".join(sys.argv),
+                "config": {k: v for k, v in vars(args).items() if k != "output"},
+                "results": results,
+                "ratios_edge_over_baseline": ratios,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def direct(jobs: int) -> dict:
     wall = []
     for seed in range(jobs):
         t = time.perf_counter()
-        image = generator.generate(GenerationInputs(prompt=BODY["prompt"], seeds=[seed], steps=4, guidance=5.0, width=64, height=64, references=[reference]))[0]
+        image = generator.generate(
+            GenerationInputs(prompt=BODY["prompt"], seeds=[seed], steps=4, guidance=5.0, width=64, height=64, references=[reference])
+        )[0]
         image.save(io.BytesIO(), format="PNG")
         wall.append((time.perf_counter() - t) * 1000)
     return {"p50_ms": statistics.median(wall), "mean_ms": statistics.fmean(wall)}
@@ -55,11 +57,15 @@ def through_stack(jobs: int) -> dict:
     from services.settings import Settings
 
     tmp = tempfile.mkdtemp()
-    os.environ.update({
-        "REALRAG_DATA_DIR": tmp, "REALRAG_ENCODER_MODEL": str(ROOT / "retriever_service/configs/tiny-clip.json"),
-        "REALRAG_GATEWAY_PORT": str(free_port()), "REALRAG_RETRIEVER_PORT": str(free_port()),
-        "REALRAG_QUEUE_NAME": f"realrag.bench.{os.getpid()}",
-    })
+    os.environ.update(
+        {
+            "REALRAG_DATA_DIR": tmp,
+            "REALRAG_ENCODER_MODEL": str(ROOT / "retriever_service/configs/tiny-clip.json"),
+            "REALRAG_GATEWAY_PORT": str(free_port()),
+            "REALRAG_RETRIEVER_PORT": str(free_port()),
+            "REALRAG_QUEUE_NAME": f"realrag.bench.{os.getpid()}",
+        }
+    )
     settings = Settings()
     stages: dict[str, list[float]] = {k: [] for k in ("retrieval_ms", "queue_ms", "generation_ms", "store_ms", "total_ms")}
     wall = []
@@ -67,7 +73,11 @@ def through_stack(jobs: int) -> dict:
         for item in sample_corpus():
             buf = io.BytesIO()
             item.image.save(buf, format="PNG")
-            http.post("/v1/corpus/images", files={"file": ("p.png", buf.getvalue(), "image/png")}, data={"label": item.label, "object_id": item.object_id})
+            http.post(
+                "/v1/corpus/images",
+                files={"file": ("p.png", buf.getvalue(), "image/png")},
+                data={"label": item.label, "object_id": item.object_id},
+            )
         http.post("/v1/generations", json={**BODY, "seed": 0})  # warm the worker (model load)
         time.sleep(3)
         for seed in range(1, jobs + 1):
@@ -80,7 +90,11 @@ def through_stack(jobs: int) -> dict:
             assert job["status"] == "succeeded", job
             for key in stages:
                 stages[key].append(job["timings"][key])
-    return {"p50_ms": statistics.median(wall), "mean_ms": statistics.fmean(wall), "stages_p50_ms": {k: statistics.median(v) for k, v in stages.items()}}
+    return {
+        "p50_ms": statistics.median(wall),
+        "mean_ms": statistics.fmean(wall),
+        "stages_p50_ms": {k: statistics.median(v) for k, v in stages.items()},
+    }
 
 
 def main() -> None:
@@ -101,11 +115,20 @@ def main() -> None:
         table.add_row(f"  job timings: {key}", f"{value:.1f}", "")
     Console(width=120).print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({
-        "benchmark": "service_overhead", "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(sys.argv), "jobs": args.jobs, "direct": baseline, "stack": stack,
-        "ratio_stack_over_direct_p50": ratio,
-    }, indent=2))
+    args.output.write_text(
+        json.dumps(
+            {
+                "benchmark": "service_overhead",
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": "python " + " ".join(sys.argv),
+                "jobs": args.jobs,
+                "direct": baseline,
+                "stack": stack,
+                "ratio_stack_over_direct_p50": ratio,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

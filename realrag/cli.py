@@ -65,7 +65,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def read_manifest(path: Path) -> list[dict]:
     """JSONL or CSV rows with `path` (relative to the manifest), `caption`, `object_id`, `label`."""
     text = path.read_text()
-    rows = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix == ".jsonl" else list(csv.DictReader(io.StringIO(text)))
+    rows = (
+        [json.loads(line) for line in text.splitlines() if line.strip()]
+        if path.suffix == ".jsonl"
+        else list(csv.DictReader(io.StringIO(text)))
+    )
     for row in rows:
         row["path"] = str((path.parent / row["path"]).resolve())
     return rows
@@ -170,7 +174,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
         path = out if len(images) == 1 else out.with_name(f"{out.stem}-{i}{out.suffix}")
         image.save(path)
         paths.append(str(path))
-    print(json.dumps({"model": args.model, "outputs": paths, "load_s": round(load_s, 3), "generate_s": round(time.perf_counter() - started, 3)}))
+    print(
+        json.dumps(
+            {"model": args.model, "outputs": paths, "load_s": round(load_s, 3), "generate_s": round(time.perf_counter() - started, 3)}
+        )
+    )
     return 0
 
 
@@ -201,7 +209,10 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run gateway, retriever and a worker locally (embedded Qdrant, Redis fallback)")
     p.set_defaults(func=cmd_serve)
-    for name, func, helptext in (("gateway", cmd_gateway, "run the HTTP gateway"), ("retriever", cmd_retriever, "run the retriever service")):
+    for name, func, helptext in (
+        ("gateway", cmd_gateway, "run the HTTP gateway"),
+        ("retriever", cmd_retriever, "run the retriever service"),
+    ):
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--host")
         p.add_argument("--port", type=int)

@@ -90,7 +90,8 @@ def run_demo(settings: Settings) -> int:
     if job["status"] != "succeeded":
         return 1
     for ref in job["references"]:
-        print(f"reference: {ref['label']} ({ref['object_id']}), score {ref['score']:.3f}: {(settings.artifact_root / ref['image_uri']).resolve()}")
+        path = (settings.artifact_root / ref["image_uri"]).resolve()
+        print(f"reference: {ref['label']} ({ref['object_id']}), score {ref['score']:.3f}: {path}")
     for out in job["outputs"]:
         print(f"output: {(settings.artifact_root / out['uri']).resolve()}")
     console.print(f"make run wall time: {time.perf_counter() - started:.1f}s")

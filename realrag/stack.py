@@ -108,7 +108,7 @@ class Stack:
         raise RuntimeError(f"{name} not ready after {timeout:.0f}s; see {self.log_dir / (name + '.log')}")
 
     def stop(self) -> None:
-        for name, proc in reversed(list(self.processes.items())):
+        for _name, proc in reversed(list(self.processes.items())):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.processes.values():

@@ -236,5 +236,7 @@ def load_retriever_weights(
     with torch.no_grad():
         for name, tensor in tensors.items():
             target = params.get(name, buffers.get(name))
+            if target is None:  # names were checked against the model's state above
+                raise CheckpointError(f"retriever checkpoint {weights} names {name!r}, which this model lacks")
             target.copy_(tensor.to(device=target.device, dtype=target.dtype))
     return card

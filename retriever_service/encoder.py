@@ -52,7 +52,7 @@ class ClipEncoder:
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(self.model_name)
-        self.text_tower = None
+        self.text_tower: str | None = None
         if text_tower:
             self.load_text_tower(text_tower)
         self.dim = int(self._embed_dim())

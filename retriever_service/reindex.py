@@ -109,11 +109,11 @@ def _read_deployments(settings: Settings) -> dict[str, Any]:
 
 
 def _record_deployment(settings: Settings, collection: str, entry: dict[str, Any]) -> None:
-    from .training.cache import write_json
+    from services.files import atomic_write_text
 
     records = _read_deployments(settings)
     records[collection] = entry
-    write_json(deployments_path(settings), records)
+    atomic_write_text(deployments_path(settings), json.dumps(records, indent=2, sort_keys=True, default=str) + "\n")
 
 
 # --- the rebuild --------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def explain_engine_errors(settings: Settings) -> Iterator[None]:
 
 
 def _copy(index: VectorIndex, target: str, points: list[IndexedPoint], encoder, store, space: str) -> None:
-    from .training.data import open_image
+    from PIL import Image
 
     images = []
     for point in points:
@@ -156,12 +156,13 @@ def _copy(index: VectorIndex, target: str, points: list[IndexedPoint], encoder, 
         path = store.path(uri)
         if not path.is_file():
             raise ReindexError(f"point {point.id}: image {uri} is missing from the artifact store {store.root}")
-        images.append(open_image(str(path)))
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
     vectors = encoder.encode_images(images)
     index.upsert(
         [
             IndexedPoint(id=p.id, vector=v.tolist(), payload={**p.payload, "encoder": space})
-            for p, v in zip(points, vectors)
+            for p, v in zip(points, vectors, strict=True)
         ],
         collection=target,
     )
@@ -178,7 +179,7 @@ def reindex(
     """Deploy `checkpoint`'s image space behind the alias (see the module docstring)."""
     from services.artifacts import LocalArtifactStore
 
-    from .training.cache import progress
+    from .progress import progress
 
     started = time.perf_counter()
     weights = resolve_weights_path(checkpoint)

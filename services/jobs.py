@@ -114,7 +114,8 @@ class JobStore:
         rkey = self.idempotency_key(key)
         if self.redis.set(rkey, job_id, nx=True, ex=self.ttl_s):
             return job_id
-        return self.redis.get(rkey) or job_id
+        bound = self.redis.get(rkey)  # str: the client decodes responses
+        return str(bound) if bound else job_id
 
     def release_idempotency_key(self, key: str, job_id: str) -> None:
         rkey = self.idempotency_key(key)

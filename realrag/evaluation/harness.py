@@ -193,7 +193,7 @@ def run_evaluation(cfg: EvalConfig, generator=None, spec=None, log=print) -> dic
             clip_t, clip_i = clip_scores(gen_emb, prompt_emb, [real_emb(c) for c in per_image_cls])
             preds = classifier.predict(images)
             arms_scores[arm.name] = ArmScores(features.extract(images), clip_t, clip_i,
-                                              np.array([p == c for p, c in zip(preds, per_image_cls)]))
+                                              np.array([p == c for p, c in zip(preds, per_image_cls, strict=True)]))
         summary = summarize_set(real_feats, arms_scores, cfg.n_bootstrap, cfg.confidence, cfg.seed, pairs=cfg.pairs)
         result[set_name] = summary["arms"]
         deltas[set_name] = summary["deltas"]

@@ -74,7 +74,7 @@ class ArmScores:
 def clip_scores(gen_emb: np.ndarray, prompt_emb: np.ndarray, class_real_emb: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """CLIP-T: cos(prompt, image). CLIP-I: mean cos(image, each real image of its class)."""
     clip_t = np.sum(gen_emb * prompt_emb, axis=1)
-    clip_i = np.array([float(np.mean(reals @ g)) for g, reals in zip(gen_emb, class_real_emb)])
+    clip_i = np.array([float(np.mean(reals @ g)) for g, reals in zip(gen_emb, class_real_emb, strict=True)])
     return clip_t, clip_i
 
 
@@ -135,6 +135,6 @@ def retrieval_recall(ranked_classes: list[list[str]], targets: list[str], ks=(1,
     """recall@k: share of queries whose top-k retrieved images contain an image of the target class."""
     out = {}
     for k in ks:
-        hits = [t in r[:k] for r, t in zip(ranked_classes, targets)]
+        hits = [t in r[:k] for r, t in zip(ranked_classes, targets, strict=True)]
         out[f"recall@{k}"] = float(np.mean(hits)) if hits else float("nan")
     return out

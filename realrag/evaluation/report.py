@@ -150,7 +150,7 @@ def bar_plot(result: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.4))
     width = 0.8 / max(1, len(arms))
     colors = plt.get_cmap("tab10")
-    for ax, m in zip(np.atleast_1d(axes), METRICS):
+    for ax, m in zip(np.atleast_1d(axes), METRICS, strict=True):
         for k, arm in enumerate(arms):
             vals = [result[s][arm][m] for s in sets]
             lo = [result[s][arm][m] - result[s][arm]["ci"][m][0] for s in sets]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from retriever_service.progress import progress  # noqa: F401  (the stages import it from here)
 from services.files import atomic_path, atomic_write_text
 
 # Called after each unit of work is committed to disk (stage name, units done); tests raise in it to
@@ -32,22 +32,6 @@ def read_json(path: Path, default: Any = None) -> Any:
 def save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path, suffix=".npy") as tmp:
         np.save(tmp, array)
-
-
-def progress(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it", initial: int = 0):
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        initial=initial,
-        dynamic_ncols=True,
-        # None: tqdm shows bars on a terminal only (logs and CI stay clean)
-        disable=True if os.environ.get("REALRAG_NO_PROGRESS") == "1" else None,
-        leave=False,
-    )
 
 
 @dataclass

@@ -185,7 +185,7 @@ def run_mine(
             dataset, [prompt_id for prompt_id, _ in rows], vectors, corpus_vectors, config.negatives_per_sample
         )
         negatives: dict[str, list[dict[str, Any]]] = {}
-        for (prompt_id, path), entries in zip(rows, found):
+        for (prompt_id, path), entries in zip(rows, found, strict=True):
             sample_index = samples.paths(prompt_id).index(path)
             negatives.setdefault(prompt_id, []).extend({**e, "sample": sample_index} for e in entries)
         stats = {

@@ -103,7 +103,7 @@ def run_sample(
     try:
         spec = get_spec(config.generator)
     except KeyError:
-        raise ValueError(f"unknown generator model key {config.generator!r} (see services/models.toml)")
+        raise ValueError(f"unknown generator model key {config.generator!r} (see services/models.toml)") from None
     params = sampling_params(config, spec)
     spec_identity = spec.model_dump(exclude={"retrievers", "description"})
     key = fingerprint("sample-v1", spec_identity, params)
@@ -147,7 +147,7 @@ def run_sample(
             if len(images) != len(seeds):
                 raise RuntimeError(f"generator {config.generator!r} returned {len(images)} images for {len(seeds)} seeds")
             entries = list(have)
-            for k, seed, image in zip(indices, seeds, images):
+            for k, seed, image in zip(indices, seeds, images, strict=True):
                 file = f"{prompt.id}/{k}.png"
                 (root / prompt.id).mkdir(parents=True, exist_ok=True)
                 image.save(root / file)

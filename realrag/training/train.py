@@ -168,7 +168,7 @@ def recall_at_1(model, encoder, prompts: list[Prompt], dataset: Dataset, gallery
         best = (queries @ gallery.T).argmax(dim=1).cpu().numpy()
     model.train(was_training)
     objects = dataset.object_ids
-    return float(np.mean([objects[b] == p.object_id for b, p in zip(best, prompts)]))
+    return float(np.mean([objects[b] == p.object_id for b, p in zip(best, prompts, strict=True)]))
 
 
 def embed_gallery(model, encoder, dataset: Dataset, device: str) -> torch.Tensor:
@@ -326,7 +326,7 @@ def run_train(
                 seen += len(batches[micro])
                 if micro + 1 - group_start < group_size:
                     continue
-                for group, base_lr in zip(optimizer.param_groups, base_lrs):
+                for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base_lr * lr_factor(step, warmup, total_steps, config.schedule)
                 if config.max_grad_norm:
                     scaler.unscale_(optimizer)

@@ -246,7 +246,8 @@ def _draw_part(draw: ImageDraw.ImageDraw, part: str, bbox, color, outline) -> No
             draw.line((lx, y1 - 4, lx, y1 + 0.25 * h), fill=color, width=8)
     elif part == "horns":
         for sx, tip in ((x0 + 0.18 * w, x0 - 0.08 * w), (x1 - 0.18 * w, x1 + 0.08 * w)):
-            draw.polygon([(sx - 0.12 * w, y0 + 0.15 * h), (tip, y0 - 0.30 * h), (sx + 0.12 * w, y0 + 0.15 * h)], fill=color, outline=outline)
+            corners = [(sx - 0.12 * w, y0 + 0.15 * h), (tip, y0 - 0.30 * h), (sx + 0.12 * w, y0 + 0.15 * h)]
+            draw.polygon(corners, fill=color, outline=outline)
     else:
         raise ValueError(f"unknown part {part!r}")
 
@@ -341,9 +342,7 @@ def _background(size: int, p: PhotoParams, rng: np.random.Generator) -> np.ndarr
     img = np.broadcast_to(img, (size, size, 3)).copy()
     coarse = rng.normal(0, 6, (4, 4, 1)).repeat(3, axis=2) + rng.normal(0, 3, (4, 4, 3)).astype(np.float32)
     texture = np.asarray(
-        Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8), "RGB").resize(
-            (size, size), Image.Resampling.BICUBIC
-        ),
+        Image.fromarray(np.clip(coarse + 128, 0, 255).astype(np.uint8), "RGB").resize((size, size), Image.Resampling.BICUBIC),
         np.float32,
     )
     return img + (texture - 128)
@@ -356,9 +355,7 @@ def photograph(obj: Image.Image, size: int, p: PhotoParams, noise_seed: int) -> 
     scene = _background(big, p, nrng)
 
     side = max(8, int(round(big * p.scale)))
-    placed = obj.rotate(p.angle, resample=Image.Resampling.BICUBIC, expand=False).resize(
-        (side, side), Image.Resampling.LANCZOS
-    )
+    placed = obj.rotate(p.angle, resample=Image.Resampling.BICUBIC, expand=False).resize((side, side), Image.Resampling.LANCZOS)
     ox = int(round((big - side) / 2 + p.dx * big))
     oy = int(round((big - side) / 2 + p.dy * big))
 

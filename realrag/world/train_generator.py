@@ -44,7 +44,7 @@ TRAIN_TEMPLATES = (PROMPT_TEMPLATE, "{name}", "the {name} on a table", "a {name}
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
+        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
             e.lerp_(p, 1 - decay)
 
 
@@ -108,8 +108,8 @@ def train_world_generator(world: World, out_dir: str | Path, *, steps: int = 300
         # usually a sibling; the model learns that a reference overrides what the name suggests
         shown = [lab if drop_ref[k] or rng.random() >= p_trust_ref else rng.choice(siblings[lab])
                  for k, lab in enumerate(labs)]
-        tgt_idx = [i if s_ == lab else rng.choice(by_class[s_]) for i, lab, s_ in zip(idx.tolist(), labs, shown)]
-        ref_idx = [rng.choice([j for j in by_class[s_] if j != i] or [i]) for i, s_ in zip(tgt_idx, shown)]
+        tgt_idx = [i if s_ == lab else rng.choice(by_class[s_]) for i, lab, s_ in zip(idx.tolist(), labs, shown, strict=True)]
+        ref_idx = [rng.choice([j for j in by_class[s_] if j != i] or [i]) for i, s_ in zip(tgt_idx, shown, strict=True)]
         x0, ref = [named[torch.tensor(tgt_idx)]], [named[torch.tensor(ref_idx)]]
         if n_extra:
             obj = torch.randint(0, n_obj, (n_extra,), generator=gen)
@@ -123,7 +123,7 @@ def train_world_generator(world: World, out_dir: str | Path, *, steps: int = 300
         flip_r = torch.rand(batch_size, generator=gen) < 0.5
         ref = torch.where(flip_r.view(-1, 1, 1, 1), ref.flip(-1), ref)
         drop_text = (torch.rand(batch_size, generator=gen) < p_drop_text).tolist()
-        text = text_encoder(["" if d else p for p, d in zip(prompts, drop_text)])
+        text = text_encoder(["" if d else p for p, d in zip(prompts, drop_text, strict=True)])
         ref_emb = ref_encoder((ref + 1) / 2)
         ref_emb = torch.where(torch.tensor(drop_ref).view(-1, 1), torch.zeros_like(ref_emb), ref_emb)
 
@@ -141,7 +141,7 @@ def train_world_generator(world: World, out_dir: str | Path, *, steps: int = 300
         opt.step()
         lr_sched.step()
         decay = min(ema_decay, (1 + step) / (10 + step))
-        for e, m in zip(emas, modules):
+        for e, m in zip(emas, modules, strict=True):
             _ema_update(e, m, decay)
         done = step + 1
         progress.step(step, loss=loss.item())
@@ -149,14 +149,31 @@ def train_world_generator(world: World, out_dir: str | Path, *, steps: int = 300
             log(f"[world-sd] time budget {time_budget_s:.0f}s reached after {done} steps")
             break
 
-    cfg.training = {"steps": done, "planned_steps": steps, "batch_size": batch_size, "lr": lr, "p_drop_ref": p_drop_ref,
-                    "p_drop_text": p_drop_text, "p_extra": p_extra, "p_trust_ref": p_trust_ref, "snr_gamma": snr_gamma, "ema_decay": ema_decay,
-                    "seed": seed, "world_seed": world.config.seed, "extra_objects": world.config.extra_objects,
-                    "seen_classes": [c.slug for c in seen], "seconds": round(time.time() - t0, 1)}
+    cfg.training = {
+        "steps": done,
+        "planned_steps": steps,
+        "batch_size": batch_size,
+        "lr": lr,
+        "p_drop_ref": p_drop_ref,
+        "p_drop_text": p_drop_text,
+        "p_extra": p_extra,
+        "p_trust_ref": p_trust_ref,
+        "snr_gamma": snr_gamma,
+        "ema_decay": ema_decay,
+        "seed": seed,
+        "world_seed": world.config.seed,
+        "extra_objects": world.config.extra_objects,
+        "seen_classes": [c.slug for c in seen],
+        "seconds": round(time.time() - t0, 1),
+    }
     pipe = WorldSDPipeline(cfg, *emas)
     pipe.save(out_dir)
-    stats = {"seconds": round(time.time() - t0, 1), "steps": done, "final_loss": loss.item(),
-             "params": sum(p.numel() for p in params),
-             "bytes": sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file())}
+    stats = {
+        "seconds": round(time.time() - t0, 1),
+        "steps": done,
+        "final_loss": loss.item(),
+        "params": sum(p.numel() for p in params),
+        "bytes": sum(f.stat().st_size for f in out_dir.iterdir() if f.is_file()),
+    }
     log(f"[world-sd] done {stats}")
     return stats

@@ -43,7 +43,9 @@ class VectorIndex(Protocol):
     def create_collection(self, name: str, dim: int) -> None: ...
 
     def switch_alias(self, collection: str) -> str | None:
-        """Point the alias at `collection` atomically; return the collection it pointed at."""
+        """Point the alias at `collection` atomically; return the collection it pointed at.
+
+        Raises CollectionMissing (alias unchanged) when `collection` does not exist."""
         ...
 
     def current_collection(self) -> str | None: ...

@@ -14,7 +14,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from qdrant_edge import (
     CountRequest,
@@ -45,7 +45,7 @@ VECTOR = "retrieval"
 def to_filter(conditions: dict[str, Any] | None) -> Filter | None:
     if not conditions:
         return None
-    must = []
+    must: list[Any] = []
     for key, value in conditions.items():
         if isinstance(value, (list, tuple)):
             must.append(FieldCondition(key=key, match=MatchAny(any=list(value))))
@@ -210,7 +210,8 @@ class EdgeIndex:
                 ScrollRequest(offset=offset, limit=batch_size, with_payload=True, with_vector=with_vectors)
             )
             for r in records:
-                vector = r.vector[VECTOR] if with_vectors and r.vector else []
+                # our collections hold one dense named vector
+                vector = cast(list[float], r.vector[VECTOR]) if with_vectors and isinstance(r.vector, dict) else []
                 yield IndexedPoint(id=str(r.id), vector=list(vector), payload=dict(r.payload or {}))
             if offset is None:
                 return

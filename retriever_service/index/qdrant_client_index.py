@@ -73,6 +73,8 @@ class QdrantClientIndex:
             self.client.create_payload_index(name, field, models.PayloadSchemaType.KEYWORD)
 
     def switch_alias(self, collection: str) -> str | None:
+        if not self.client.collection_exists(collection):
+            raise CollectionMissing(collection)
         previous = self.current_collection()
         actions: list[Any] = []
         if previous is not None:

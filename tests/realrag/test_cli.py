@@ -21,7 +21,23 @@ def test_help_lists_the_subcommands():
 def test_generate_locally_with_references(tmp_path):
     ref = tmp_path / "ref.png"
     sample_corpus()[0].image.save(ref)
-    result = realrag("generate", "--model", "tiny-sd", "--prompt", "a car", "--ref", str(ref), "--seed", "3", "--width", "48", "--height", "64", "--out", str(tmp_path / "out.png"))
+    result = realrag(
+        "generate",
+        "--model",
+        "tiny-sd",
+        "--prompt",
+        "a car",
+        "--ref",
+        str(ref),
+        "--seed",
+        "3",
+        "--width",
+        "48",
+        "--height",
+        "64",
+        "--out",
+        str(tmp_path / "out.png"),
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     image = Image.open(summary["outputs"][0])
@@ -33,7 +49,9 @@ def test_generate_locally_with_every_tiny_twin(tmp_path, model):
     ref = tmp_path / "ref.png"
     sample_corpus()[1].image.save(ref)
     out = tmp_path / f"{model}.png"
-    result = realrag("generate", "--model", model, "--prompt", "a car", "--ref", str(ref), "--width", "64", "--height", "64", "--out", str(out))
+    result = realrag(
+        "generate", "--model", model, "--prompt", "a car", "--ref", str(ref), "--width", "64", "--height", "64", "--out", str(out)
+    )
     assert result.returncode == 0, result.stderr
     assert Image.open(out).size == (64, 64)
 

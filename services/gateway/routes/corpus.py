@@ -36,7 +36,11 @@ async def add_image(
     data = await file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
         raise ApiError(413, "image_too_large", f"image is larger than {settings.max_upload_bytes} bytes")
-    fields = {k: v for k, v in dict(caption=caption, object_id=object_id, label=label, source=source, license=license, metadata=metadata).items() if v is not None}
+    fields = {
+        k: v
+        for k, v in dict(caption=caption, object_id=object_id, label=label, source=source, license=license, metadata=metadata).items()
+        if v is not None
+    }
     result, status = retriever.ingest(file.filename or "image", data, file.content_type or "application/octet-stream", fields)
     response.status_code = status
     return _with_url(settings, result.model_dump())

@@ -72,9 +72,10 @@ async def openai_generations(
         if time.monotonic() > deadline:
             raise ApiError(504, "timeout", f"job {job.id} is still running; poll /v1/generations/{job.id}", job_id=job.id)
         await asyncio.sleep(0.2)
-        job = await asyncio.to_thread(jobs.get, job.id)
-        if job is None:
+        current = await asyncio.to_thread(jobs.get, job.id)
+        if current is None:
             raise ApiError(500, "job_lost", "the job record expired")
+        job = current
     if job.status is not JobStatus.succeeded:
         error = job.error.message if job.error else job.status.value
         raise ApiError(422 if job.error and job.error.code == "invalid_request" else 500, "generation_failed", error, job_id=job.id)

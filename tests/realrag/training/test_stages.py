@@ -91,7 +91,7 @@ def test_sample_stage_interrupted_and_resumed_equals_an_uninterrupted_run(tiny_d
     assert timing.cached == 4 and timing.done == 2 * len(ds.prompts) - 4
     for prompt in ds.prompts:
         assert samples.files[prompt.id] == reference.files[prompt.id]  # same seeds and names
-        for a, b in zip(samples.paths(prompt.id), reference.paths(prompt.id)):
+        for a, b in zip(samples.paths(prompt.id), reference.paths(prompt.id), strict=True):
             assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 

@@ -139,7 +139,7 @@ def test_alias_switch_is_atomic_under_concurrent_searches(index):
 
 def test_switch_to_a_missing_collection_is_refused(index):
     index.ensure(DIM)
-    with pytest.raises(Exception):
+    with pytest.raises(CollectionMissing):
         index.switch_alias("does-not-exist")
     assert index.current_collection() == "imgs-v1"
 

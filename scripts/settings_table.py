@@ -22,7 +22,6 @@ DESCRIPTIONS = {
     "encoder_device": "auto / cpu / cuda / cuda:N",
     "encoder_batch_size": "encoder batch size for ingest",
     "default_top_k": "references retrieved when a request does not say",
-    "dedup_threshold": "cosine above which two references count as near-duplicates",
     "default_model": "model key used when a request names none",
     "models_file": "extra model registry TOML (adds or replaces packaged entries)",
     "worker_preload": "load the default model when a worker child starts (readiness waits for it)",

@@ -1,25 +1,13 @@
 """Where images live: corpus photos and generated outputs, addressed by a relative key.
 
 The local store is a directory shared by gateway, retriever and worker (a volume in compose, a
-ReadWriteMany PVC in Kubernetes). An S3 store implements the same four methods.
+ReadWriteMany PVC in Kubernetes); it is the only store so far.
 """
 
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
-from typing import Protocol
-
 from services.files import atomic_write_bytes
-
-
-class ArtifactStore(Protocol):
-    def put(self, key: str, data: bytes) -> str: ...
-
-    def get(self, key: str) -> bytes: ...
-
-    def exists(self, key: str) -> bool: ...
-
-    def delete(self, key: str) -> None: ...
 
 
 class InvalidKey(ValueError):

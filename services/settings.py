@@ -52,7 +52,6 @@ class Settings(BaseSettings):
     encoder_device: str = "auto"
     encoder_batch_size: int = Field(32, ge=1)
     default_top_k: int = Field(1, ge=0)
-    dedup_threshold: float = Field(0.94, gt=0, le=1.0)
 
     # --- Generator -------------------------------------------------------------------------
     default_model: str = "tiny-sd"

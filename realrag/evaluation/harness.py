@@ -20,7 +20,7 @@ import numpy as np
 from realrag.evaluation.data import ImageFolder, PromptItem, load_prompts, template_prompts
 from realrag.evaluation.features import build_classifier, build_feature_space
 from realrag.evaluation.metrics import ArmScores, clip_scores, retrieval_recall, summarize_set
-from realrag.evaluation.report import bar_plot, image_grid, write_json, write_markdown
+from realrag.evaluation.report import bar_plot, image_grid, relative_paths, write_json, write_markdown
 from realrag.evaluation.retrieval import ArmRetriever, ArmSpec
 
 DEFAULT_PAIRS = [("reflective", "standard"), ("reflective", "zero_shot"), ("reflective", "no_rag"),
@@ -211,6 +211,7 @@ def run_evaluation(cfg: EvalConfig, generator=None, spec=None, log=print) -> dic
         "corpus_images": len(corpus.entries), "device": device, "generator_calls": n_calls,
         "retrieval_note": f"top-level recall = the {first_set!r} set; exact cosine search over the corpus",
     }
+    result["setup"] = relative_paths(result["setup"])
     result["command"] = cfg.command
     result["seconds"] = round(time.time() - t0, 1)
     result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

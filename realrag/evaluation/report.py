@@ -6,12 +6,26 @@ import json
 import math
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
 from realrag.evaluation.metrics import LOWER_IS_BETTER, METRICS
 
 METRIC_LABELS = {"fid": "FID ↓", "kid": "KID ↓", "clip_t": "CLIP-T ↑", "clip_i": "CLIP-I ↑", "accuracy": "Accuracy ↑"}
+
+
+def relative_paths(value: Any, root: Path | None = None) -> Any:
+    """The same structure with paths under ``root`` (default: the working directory) made relative,
+    so committed results name no machine's directories."""
+    prefix = f"{(root or Path.cwd()).resolve()}/"
+    if isinstance(value, str):
+        return value.replace(prefix, "")
+    if isinstance(value, dict):
+        return {k: relative_paths(v, root) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(relative_paths(v, root) for v in value)
+    return value
 
 
 def write_json(result: dict, path: Path) -> Path:

@@ -88,3 +88,10 @@ def test_world_evaluator_space_and_classifier(tiny_setup):
     assert set(clf.predict(images)) <= set(slugs)
     with pytest.raises(FeatureSpecError, match="does not know classes"):
         build_classifier(f"world-evaluator:{tiny_setup.evaluator}", ["someone-else"], {"someone-else": "x"})
+
+
+def test_committed_results_name_no_machine_directories(tmp_path):
+    from realrag.evaluation.report import relative_paths
+
+    setup = {"corpus": f"{tmp_path}/world/corpus", "arms": [f"clip:{tmp_path}/m.safetensors + x"], "n": 3}
+    assert relative_paths(setup, tmp_path) == {"corpus": "world/corpus", "arms": ["clip:m.safetensors + x"], "n": 3}

@@ -31,6 +31,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,8 +41,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from generator_service.families.common import DTYPES  # noqa: E402
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 # Denoiser sizes of the released checkpoints (OmniGen: "3.8B" on its model card), for --check-configs.
 EXPECTED_PARAMS = {
@@ -289,7 +291,8 @@ def build_sd15(device: str, dtype: torch.dtype):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPVisionModelWithProjection
 
-    from generator_service.families.stable_diffusion import StableDiffusionGenerator, random_ip_adapter_state_dict
+    from generator_service.families.stable_diffusion import StableDiffusionGenerator
+    from generator_service.tiny.stable_diffusion import random_ip_adapter_state_dict
     from generator_service.tiny.tokenizers import clip_tokenizer
 
     unet = _component(sd15_unet, device, dtype)
@@ -320,7 +323,8 @@ def build_sdxl(device: str, dtype: torch.dtype):
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTextModelWithProjection, CLIPVisionModelWithProjection
 
-    from generator_service.families.stable_diffusion import StableDiffusionGenerator, random_ip_adapter_state_dict
+    from generator_service.families.stable_diffusion import StableDiffusionGenerator
+    from generator_service.tiny.stable_diffusion import random_ip_adapter_state_dict
     from generator_service.tiny.tokenizers import clip_tokenizer
 
     unet = _component(sdxl_unet, device, dtype)
@@ -353,7 +357,8 @@ def build_sd3_medium(device: str, dtype: torch.dtype):
     from diffusers import FlowMatchEulerDiscreteScheduler, StableDiffusion3Pipeline
     from transformers import CLIPTextModelWithProjection, SiglipImageProcessor, SiglipVisionModel, T5EncoderModel
 
-    from generator_service.families.stable_diffusion_3 import StableDiffusion3Generator, random_ip_adapter_state_dict
+    from generator_service.families.stable_diffusion_3 import StableDiffusion3Generator
+    from generator_service.tiny.stable_diffusion_3 import random_ip_adapter_state_dict
     from generator_service.tiny.tokenizers import byte_level_tokenizer, clip_tokenizer
 
     transformer = _component(sd3_medium_transformer, device, dtype)
@@ -386,7 +391,8 @@ def build_flux_dev(device: str, dtype: torch.dtype):
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPVisionModelWithProjection, T5EncoderModel
 
-    from generator_service.families.flux import FluxGenerator, random_ip_adapter_state_dict
+    from generator_service.families.flux import FluxGenerator
+    from generator_service.tiny.flux import random_ip_adapter_state_dict
     from generator_service.tiny.tokenizers import byte_level_tokenizer, clip_tokenizer
 
     transformer = _component(flux_dev_transformer, device, dtype)
@@ -509,7 +515,7 @@ def timed_generate(generator, device: str, size: int, steps: int, guidance: floa
     _sync(device)
     end = time.perf_counter()
     assert images[0].size == (size, size)
-    deltas = [b - a for a, b in zip(stamps, stamps[1:])]
+    deltas = [b - a for a, b in pairwise(stamps)]
     return {
         "steps": steps,
         "step_ms": 1000 * statistics.median(deltas) if deltas else None,

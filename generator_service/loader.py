@@ -15,12 +15,12 @@ _loaded: dict[str, Generator] = {}
 _lock = threading.Lock()
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
+def worker_device(settings: Settings) -> str:
+    """The device this worker loads its models onto: the ``REALRAG_DEVICE`` setting, with ``"auto"``
+    resolved to CUDA when available, else the CPU (``families.common.auto_device``)."""
+    from .families.common import auto_device  # imports torch; importing the loader does not
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return auto_device(settings.device)
 
 
 def get_generator(model_key: str, settings: Settings) -> tuple[Generator, float]:
@@ -30,7 +30,7 @@ def get_generator(model_key: str, settings: Settings) -> tuple[Generator, float]
             return _loaded[model_key], 0.0
         started = time.perf_counter()
         spec = get_spec(model_key, settings)
-        generator = family_module(spec).load(spec, resolve_device(settings.device))
+        generator = family_module(spec).load(spec, worker_device(settings))
         _loaded[model_key] = generator
         return generator, time.perf_counter() - started
 

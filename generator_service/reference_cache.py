@@ -102,10 +102,11 @@ class ReferenceEmbeddingCache:
         missing = [i for i, found in enumerate(slices) if found is None]
         self.hits += len(images) - len(missing)
         self.misses += len(missing)
+        encoded: dict[int, torch.Tensor] = {}
         if missing:
             fresh = generator.encode_references([images[i] for i in missing])
             for column, index in enumerate(missing):
                 one = fresh[:, column : column + 1]
                 self.put(encoder_id, keys[index], one)
-                slices[index] = one.detach().to("cpu")
-        return torch.cat(slices, dim=1)
+                encoded[index] = one.detach().to("cpu")
+        return torch.cat([found if found is not None else encoded[i] for i, found in enumerate(slices)], dim=1)

@@ -149,9 +149,12 @@ def _generate(task: GenerateTask, jobs: JobStore, settings: Settings, job: Job) 
     if jobs.cancel_requested(task.job_id):  # canceled after the last step: store nothing
         raise JobCanceled(task.job_id)
 
+    if len(images) != len(task.seeds):  # a family bug, not a bad request: fail before storing anything
+        raise RuntimeError(f"model {task.model!r} returned {len(images)} images for {len(task.seeds)} seeds")
+
     store_started = time.perf_counter()
     outputs = []
-    for index, (seed, image) in enumerate(zip(task.seeds, images)):
+    for index, (seed, image) in enumerate(zip(task.seeds, images, strict=True)):
         buf = io.BytesIO()
         image.save(buf, format="PNG")
         uri = artifacts.put(f"outputs/{task.job_id}/{index}.png", buf.getvalue())

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    import torch
 
 
 class JobCanceled(Exception):
@@ -50,7 +53,7 @@ class Generator(Protocol):
         """One image per seed, each from its own torch.Generator; deterministic per seed."""
         ...
 
-    def encode_references(self, images: list[Image.Image]) -> object:
+    def encode_references(self, images: list[Image.Image]) -> torch.Tensor:
         """Adapter embeddings of the references, (2, k, ...) with the negative half first; what
         ``GenerationInputs.reference_embeds`` takes. Families without an image encoder raise."""
         ...

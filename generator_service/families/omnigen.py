@@ -14,16 +14,17 @@ with the labels from ``inputs.reference_labels``.
   under a forked RNG seeded with 0 so outputs depend only on the per-image seeds.
 * Needs torchvision (diffusers' ``OmniGenMultiModalProcessor``).
 * There are no reference embeddings to cache (``image_encoder_id`` is None).
+* ``source = "tiny"`` builds the tiny twin (``generator_service.tiny.omnigen``).
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, OmniGenPipeline, OmniGenTransformer2DModel
+from diffusers import OmniGenPipeline
 from PIL import Image
 
 from generator_service.families.base import GenerationInputs
-from generator_service.tiny.tokenizers import BYTE_PAD_ID, BYTE_VOCAB_SIZE, byte_level_tokenizer
+from generator_service.families.common import DTYPES, auto_device, place_pipeline, step_callback
 from services.registry import ModelSpec
 
 FAMILY = "omnigen"
@@ -31,25 +32,6 @@ FAMILY = "omnigen"
 DEFAULT_IMG_GUIDANCE = 1.6
 DEFAULT_MAX_INPUT_IMAGE_SIZE = 512
 REFERENCE_ENCODING_SEED = 0
-TINY_ATTENTION_GAIN = 4.0
-TINY_INPUT_IMAGE_GAIN = 10.0
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-# Copied from generator_service.families.stable_diffusion.resolve_device
-def resolve_device(device: str | None) -> str:
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-# Copied from generator_service.families.stable_diffusion.to_eval_mode
-def to_eval_mode(pipe) -> None:
-    # modules built from configs start in training mode (T5 dropout would make outputs random)
-    for component in pipe.components.values():
-        if isinstance(component, torch.nn.Module):
-            component.eval()
 
 
 def rag_prompt(prompt: str, labels: list[str | None]) -> str:
@@ -61,59 +43,6 @@ def rag_prompt(prompt: str, labels: list[str | None]) -> str:
         placeholder = f"<img><|image_{index}|></img>"
         parts.append(f"{label}: {placeholder}" if label else placeholder)
     return f"According to these images of {', '.join(parts)}, generate {prompt}"
-
-
-# ---------------------------------------------------------------------------------------------
-# tiny twin
-# ---------------------------------------------------------------------------------------------
-
-
-def tiny_components() -> dict:
-    """Tiny OmniGen (diffusers' ``get_dummy_components``), byte-level Llama-style tokenizer, 1/8 VAE."""
-    torch.manual_seed(0)
-    transformer = OmniGenTransformer2DModel(
-        hidden_size=16,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        intermediate_size=32,
-        num_layers=1,
-        in_channels=4,
-        time_step_dim=4,
-        vocab_size=BYTE_VOCAB_SIZE,
-        pad_token_id=BYTE_PAD_ID,
-        rope_scaling={"long_factor": list(range(1, 3)), "short_factor": list(range(1, 3))},
-    )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=(4, 8, 8, 8),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        norm_num_groups=2,
-        sample_size=64,
-    )
-    return {
-        "transformer": transformer,
-        "vae": vae,
-        "scheduler": FlowMatchEulerDiscreteScheduler(invert_sigmas=True, num_train_timesteps=1),
-        "tokenizer": byte_level_tokenizer(4096, add_bos=True, add_eos=False),
-    }
-
-
-def build_tiny_pipeline() -> OmniGenPipeline:
-    pipe = OmniGenPipeline(**tiny_components())
-    # At default init the tiny transformer's attention is nearly uniform over ~100 byte tokens, so the
-    # reference tokens barely move the output; sharper attention and louder image tokens fix that.
-    with torch.no_grad():
-        for layer in pipe.transformer.layers:
-            layer.self_attn.to_q.weight.mul_(TINY_ATTENTION_GAIN)
-            layer.self_attn.to_k.weight.mul_(TINY_ATTENTION_GAIN)
-            layer.self_attn.to_v.weight.mul_(TINY_ATTENTION_GAIN)
-        pipe.transformer.patch_embedding.input_image_proj.weight.mul_(TINY_INPUT_IMAGE_GAIN)
-    to_eval_mode(pipe)
-    return pipe
 
 
 def build_pipeline(spec: ModelSpec) -> OmniGenPipeline:
@@ -187,13 +116,8 @@ class OmniGenGenerator:
         self.check_inputs(inputs)
         pipe = self.pipe
         references = list(inputs.references) if inputs.ip_scale != 0 else []
-        labels = list(inputs.reference_labels) if inputs.reference_labels else [None] * len(references)
+        labels: list[str | None] = list(inputs.reference_labels) if inputs.reference_labels else [None] * len(references)
         prompt = rag_prompt(inputs.prompt, labels[: len(references)])
-
-        def on_step_end(pipeline, step_index, timestep, callback_kwargs):
-            if inputs.on_step is not None:
-                inputs.on_step(step_index + 1, pipeline.num_timesteps)
-            return callback_kwargs
 
         processor = pipe.multimodal_processor
         if inputs.negative_prompt is not None:
@@ -213,7 +137,7 @@ class OmniGenGenerator:
                     max_input_image_size=self.max_input_image_size,
                     num_images_per_prompt=len(inputs.seeds),
                     generator=[torch.Generator("cpu").manual_seed(seed) for seed in inputs.seeds],
-                    callback_on_step_end=on_step_end,
+                    callback_on_step_end=step_callback(inputs.on_step),
                     output_type="pil",
                 )
         finally:
@@ -222,12 +146,12 @@ class OmniGenGenerator:
 
 
 def load(spec: ModelSpec, device: str | None = None) -> OmniGenGenerator:
-    device = resolve_device(device)
-    pipe = build_tiny_pipeline() if spec.source == "tiny" else build_pipeline(spec)
-    if spec.offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif spec.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
+    device = auto_device(device)
+    if spec.source == "tiny":
+        from generator_service.tiny import omnigen as tiny
+
+        pipe = tiny.build_pipeline()
     else:
-        pipe.to(device)
+        pipe = build_pipeline(spec)
+    place_pipeline(pipe, spec.offload, device)
     return OmniGenGenerator(spec, pipe, device)

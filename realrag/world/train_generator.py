@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from generator_service.families.world import (
+from generator_service.world_sd import (
     ReferenceEncoder,
     WorldSDConfig,
     WorldSDPipeline,

@@ -41,7 +41,7 @@ def check_reproducible(generator, references, **overrides) -> None:
     first = generator.generate(make_inputs(references=references, **overrides))
     second = generator.generate(make_inputs(references=references, **overrides))
     assert len(first) == len(second) == len(overrides.get("seeds", [7]))
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert np.array_equal(pixels(a), pixels(b))
 
 

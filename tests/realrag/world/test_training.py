@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from generator_service.families.world import WorldSDPipeline
+from generator_service.world_sd import WorldSDPipeline
 from realrag.world import CLIP_CONFIG
 
 
@@ -49,7 +49,7 @@ def test_evaluator_trains_and_reloads(tiny_world, tmp_path):
 
 
 def test_generator_trains_on_seen_classes_only_and_reloads(tiny_world, tmp_path):
-    from generator_service.families.world import tiny_config
+    from generator_service.tiny.world import tiny_config
     from realrag.world.train_generator import train_world_generator
 
     out = tmp_path / "world-sd"

@@ -71,14 +71,6 @@ class EvalConfig:
             raise ValueError("at least one prompt set is required")
 
 
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def load_generator(model: str, device: str):
     from generator_service.families import family_module
     from services.registry import get_spec
@@ -99,7 +91,9 @@ def run_evaluation(cfg: EvalConfig, generator=None, spec=None, log=print) -> dic
     from retriever_service.encoder import ClipEncoder
 
     t0 = time.time()
-    device = _resolve_device(cfg.device)
+    from generator_service.families.common import auto_device
+
+    device = auto_device(cfg.device)
     out = cfg.out_dir
     out.mkdir(parents=True, exist_ok=True)
     corpus, real = ImageFolder(cfg.corpus), ImageFolder(cfg.real)

@@ -57,6 +57,25 @@ REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.
 MODEL_LOAD_BUDGET_S = 600  # a startupProbe must wait at least this long for a model to load
 SHUTDOWN_MARGIN_S = 30
 
+# Each service runs as its own module (never the `realrag` command: that is the composition root,
+# and the service images do not carry it). compose, Kubernetes and the Dockerfiles must run these.
+ENTRY_POINTS = {
+    "gateway": ["python", "-m", "services.gateway"],
+    "retriever": ["python", "-m", "retriever_service"],
+    "worker": ["python", "-m", "generator_service", "worker"],
+}
+WORKER_PROBE = ["python", "-m", "generator_service", "probe"]
+# The repository's packages, and which of them each image holds (build targets of the Dockerfiles).
+FIRST_PARTY = ("services", "retriever_service", "generator_service", "realrag")
+IMAGE_PACKAGES = {
+    "gateway": ("services",),
+    "retriever": ("services", "retriever_service"),
+    "worker": ("services", "generator_service"),
+    "ops": FIRST_PARTY,  # one-off jobs with the `realrag` command (index, train-retriever, eval)
+}
+# Files an image may COPY besides its packages: build inputs and the health-check helper.
+BUILD_INPUTS = ("pyproject.toml", "constraints.txt", "deploy/docker/requirements_from_pyproject.py", "deploy/docker/http_probe.py")
+
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -367,6 +386,7 @@ def _check_compose_app_services(services: dict, cpu_only: bool) -> list[str]:
         if not svc:
             continue
         where = f"compose service {name}"
+        problems += _check_compose_command(where, name, svc)
         env = {k: ("" if v is None else str(v)) for k, v in (svc.get("environment") or {}).items()}
         problems += check_settings_env(where, env)
         volumes = _volume_targets(svc)
@@ -402,6 +422,36 @@ def _check_compose_app_services(services: dict, cpu_only: bool) -> list[str]:
     return problems
 
 
+def _argv(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(a) for a in value] if isinstance(value, list) else str(value).split()
+
+
+def command_problem(argv: list[str], expected: list[str]) -> str | None:
+    """None when argv runs the expected module entry point, else what is wrong."""
+    if argv[:len(expected)] == expected:
+        return None
+    shown = " ".join(argv) if argv else "nothing (the image default)"
+    hint = " (the service images have no `realrag` command)" if argv[:1] == ["realrag"] else ""
+    return f"must run `{' '.join(expected)}`, not {shown}{hint}"
+
+
+def _check_compose_command(where: str, name: str, svc: dict) -> list[str]:
+    """The service module is the command (explicitly: the check cannot read the image's CMD)."""
+    problems = []
+    problem = command_problem(_argv(svc.get("entrypoint")) + _argv(svc.get("command")), ENTRY_POINTS[name])
+    if problem:
+        problems.append(f"{where}: {problem}")
+    if name == "worker":
+        test = _argv((svc.get("healthcheck") or {}).get("test"))
+        test = " ".join(test[1:]).split() if test[:1] == ["CMD-SHELL"] else test[1:] if test[:1] == ["CMD"] else test
+        problem = command_problem(test, WORKER_PROBE)
+        if problem:
+            problems.append(f"{where}: the healthcheck {problem}")
+    return problems
+
+
 def _duration_s(value: str | int | float) -> float:
     if isinstance(value, (int, float)):
         return float(value)
@@ -427,6 +477,7 @@ _HPA_RULES = {"type": "object", "additionalProperties": False, "properties": {
                  "required": ["type", "value", "periodSeconds"], "properties": {
                      "type": {"enum": ["Pods", "Percent"]}, "value": {"type": "integer", "minimum": 1},
                      "periodSeconds": {"type": "integer", "minimum": 1, "maximum": 1800}}}}}}
+_AUTH_KINDS = {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]}
 KEDA_SCHEMAS: dict[tuple[str, str], dict] = {
     ("keda.sh/v1alpha1", "ScaledObject"): {
         "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
@@ -450,10 +501,11 @@ KEDA_SCHEMAS: dict[tuple[str, str], dict] = {
                                      "properties": {"scaleUp": _HPA_RULES, "scaleDown": _HPA_RULES}}}}}},
                 "triggers": {"type": "array", "minItems": 1, "items": {
                     "type": "object", "required": ["type", "metadata"], "additionalProperties": False, "properties": {
-                        "type": {"type": "string"}, "name": {"type": "string"}, "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+                        "type": {"type": "string"}, "name": {"type": "string"},
+                        "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
                         "useCachedMetrics": {"type": "boolean"}, "metadata": _STR_MAP,
                         "authenticationRef": {"type": "object", "required": ["name"], "additionalProperties": False,
-                                              "properties": {"name": {"type": "string"}, "kind": {"enum": ["TriggerAuthentication", "ClusterTriggerAuthentication"]}}}}}}}}}},
+                                              "properties": {"name": {"type": "string"}, "kind": _AUTH_KINDS}}}}}}}}},
     ("keda.sh/v1alpha1", "TriggerAuthentication"): {
         "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"], "additionalProperties": False,
         "properties": {
@@ -593,6 +645,7 @@ def check_k8s(docs: list[dict], gpu: bool = True) -> list[str]:
     problems += _check_labels(docs)
     problems += _check_pods(docs, gpu)
     problems += _check_secrets(docs)
+    problems += _check_commands(docs)
     problems += _check_worker(docs, gpu)
     problems += _check_keda(docs, gpu)
     problems += _check_scaling_and_budgets(docs)
@@ -709,6 +762,21 @@ def check_k8s_sources(root: Path = K8S) -> list[str]:
     return problems
 
 
+def _check_commands(docs: list[dict]) -> list[str]:
+    """Each app container runs its service module as `command` (which replaces the image's CMD and
+    any ENTRYPOINT), not the `realrag` command that the service images do not have."""
+    problems = []
+    for component, expected in ENTRY_POINTS.items():
+        deployment = _component_deployment(docs, component)
+        if deployment is None:
+            continue  # reported by _check_app_settings
+        container = _pod_spec(deployment)["containers"][0]
+        problem = command_problem(_argv(container.get("command")) + _argv(container.get("args")), expected)
+        if problem:
+            problems.append(f"Deployment/{deployment['metadata']['name']} container {container['name']}: {problem}")
+    return problems
+
+
 def _check_worker(docs: list[dict], gpu: bool) -> list[str]:
     problems = []
     worker = _component_deployment(docs, "worker")
@@ -735,19 +803,23 @@ def _check_worker(docs: list[dict], gpu: bool) -> list[str]:
         problems += check_shutdown_budget(where, float(spec.get("terminationGracePeriodSeconds", 30)), settings)
     except Exception as exc:
         problems.append(f"{where}: settings do not validate: {exc}")
-    liveness = " ".join(map(str, ((container.get("livenessProbe") or {}).get("exec") or {}).get("command") or []))
-    readiness = " ".join(map(str, ((container.get("readinessProbe") or {}).get("exec") or {}).get("command") or []))
+
+    def probe_argv(probe: str) -> list[str]:
+        return _argv(((container.get(probe) or {}).get("exec") or {}).get("command"))
+
+    liveness, readiness = probe_argv("livenessProbe"), probe_argv("readinessProbe")
     startup = container.get("startupProbe") or {}
-    if "inspect" in liveness or "ping" in liveness or "probe worker --liveness" not in liveness:
-        problems.append(f"{where}: liveness must be `realrag probe worker --liveness` (consumption heartbeat), "
-                        "not celery inspect ping")
-    if "probe worker --readiness" not in readiness:
-        problems.append(f"{where}: readiness must be `realrag probe worker --readiness` (model loaded + consumer)")
+    probe = " ".join(WORKER_PROBE)
+    if "inspect" in liveness or "ping" in liveness or liveness[:len(WORKER_PROBE) + 1] != [*WORKER_PROBE, "--liveness"]:
+        problems.append(f"{where}: liveness must be `{probe} --liveness` (consumption heartbeat), not celery inspect ping"
+                        + (" (the worker image has no `realrag` command)" if liveness[:1] == ["realrag"] else ""))
+    if readiness[:len(WORKER_PROBE) + 1] != [*WORKER_PROBE, "--readiness"]:
+        problems.append(f"{where}: readiness must be `{probe} --readiness` (model loaded + consumer)")
     budget = int(startup.get("periodSeconds", 10)) * int(startup.get("failureThreshold", 3))
     if gpu and budget < MODEL_LOAD_BUDGET_S:
         problems.append(f"{where}: startupProbe allows {budget}s; model loading needs >= {MODEL_LOAD_BUDGET_S}s")
-    if "probe worker --readiness" not in " ".join(map(str, (startup.get("exec") or {}).get("command") or [])):
-        problems.append(f"{where}: startupProbe must wait for the loaded model (`realrag probe worker --readiness`)")
+    if probe_argv("startupProbe")[:len(WORKER_PROBE) + 1] != [*WORKER_PROBE, "--readiness"]:
+        problems.append(f"{where}: startupProbe must wait for the loaded model (`{probe} --readiness`)")
     model_mount = [p for p, n in mounts.items() if "persistentVolumeClaim" in volumes.get(n, {})
                    and env.get("HF_HOME", "").startswith(p.rstrip("/") + "/")]
     if not model_mount:
@@ -878,7 +950,8 @@ def _check_network_policies(docs: list[dict]) -> list[str]:
                 for rule in policy["spec"].get("ingress") or []:
                     peers = rule.get("from")
                     if not peers:
-                        problems.append(f"NetworkPolicy/{policy['metadata']['name']}: an ingress rule without `from` opens {kind} to everyone")
+                        problems.append(f"NetworkPolicy/{policy['metadata']['name']}: an ingress rule without `from` "
+                                        f"opens {kind} to everyone")
                         continue
                     for peer in peers:
                         if "ipBlock" in peer:
@@ -886,7 +959,8 @@ def _check_network_policies(docs: list[dict]) -> list[str]:
                         elif "namespaceSelector" in peer:
                             ns = (peer["namespaceSelector"].get("matchLabels") or {}).get("kubernetes.io/metadata.name")
                             if not (kind == "redis" and ns == "keda" and peer.get("podSelector")):
-                                problems.append(f"NetworkPolicy/{policy['metadata']['name']}: {kind} reachable from other namespaces ({peer})")
+                                problems.append(f"NetworkPolicy/{policy['metadata']['name']}: {kind} reachable from "
+                                                f"other namespaces ({peer})")
                         else:
                             allowed = _peer_components(peer.get("podSelector") or {})
                             if allowed is None or not allowed <= app_components:
@@ -962,15 +1036,10 @@ def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
     return result
 
 
-def check_dockerfile(text: str, role: str) -> list[str]:
-    """role: 'gateway' (core deps, no torch) or 'ml' (retriever + worker targets)."""
-    problems = []
+def dockerfile_stages(text: str) -> tuple[list[dict], dict[str, str]]:
+    """The build stages ({image, name, body: [(INSTRUCTION, args)]}) and the global ARG defaults."""
     instructions = dockerfile_instructions(text)
-    args = {}
-    for instruction, value in instructions:
-        if instruction == "ARG" and "=" in value:
-            key, _, default = value.partition("=")
-            args.setdefault(key, default)
+    args: dict[str, str] = {}
     stages: list[dict] = []
     for instruction, value in instructions:
         if instruction == "FROM":
@@ -980,6 +1049,101 @@ def check_dockerfile(text: str, role: str) -> list[str]:
             stages.append({"image": image, "name": name, "body": []})
         elif stages:
             stages[-1]["body"].append((instruction, value))
+        elif instruction == "ARG" and "=" in value:
+            key, _, default = value.partition("=")
+            args.setdefault(key, default)
+    return stages, args
+
+
+def _exec_form(value: str) -> list[str]:
+    """A JSON exec-form argument list; a shell form comes back as ["/bin/sh", "-c", value]."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, list) and all(isinstance(a, str) for a in parsed):
+        return parsed
+    return ["/bin/sh", "-c", value]
+
+
+def image_commands(text: str) -> dict[str, dict[str, list[str] | None]]:
+    """For every named stage: the argv its container runs (ENTRYPOINT + CMD) and its HEALTHCHECK
+    command (None when there is none or NONE)."""
+    stages, _ = dockerfile_stages(text)
+    by_name = {s["name"]: s for s in stages if s["name"]}
+    result = {}
+    for name, stage in by_name.items():
+        entrypoint: list[str] = []
+        cmd: list[str] = []
+        health: list[str] | None = None
+        for s in _stage_chain(stage, by_name):
+            for instruction, value in s["body"]:
+                if instruction == "ENTRYPOINT":
+                    entrypoint, cmd = _exec_form(value), []  # a new ENTRYPOINT resets an inherited CMD
+                elif instruction == "CMD":
+                    cmd = _exec_form(value)
+                elif instruction == "HEALTHCHECK":
+                    match = re.search(r"(?:^|\s)CMD\s+(.*)$", value)
+                    health = _exec_form(match.group(1)) if match and not value.upper().startswith("NONE") else None
+        result[name] = {"argv": entrypoint + cmd, "healthcheck": health}
+    return result
+
+
+def image_copies(stage: dict, by_name: dict) -> list[str]:
+    """The build-context paths that end up in the stage: its own COPY/ADD sources, those of the
+    stages it builds on, and those of the stages it copies from (COPY --from=stage)."""
+    sources: list[str] = []
+    seen: set[int] = set()
+
+    def visit(s: dict) -> None:
+        if id(s) in seen:
+            return
+        seen.add(id(s))
+        for base in _stage_chain(s, by_name)[:-1]:
+            visit(base)
+        for instruction, value in s["body"]:
+            if instruction not in ("COPY", "ADD"):
+                continue
+            words = value.split()
+            source_stage = next((w.split("=", 1)[1] for w in words if w.startswith("--from=")), None)
+            if source_stage is not None:
+                if source_stage in by_name:
+                    visit(by_name[source_stage])
+                continue
+            sources.extend(w for w in words[:-1] if not w.startswith("--"))
+
+    visit(stage)
+    return sources
+
+
+def _check_image_contents(role: str, target: str, sources: list[str]) -> list[str]:
+    """The image holds exactly the packages of IMAGE_PACKAGES[target], plus build inputs."""
+    problems = []
+    expected = IMAGE_PACKAGES[target]
+    held = " + ".join(f"{p}/" for p in expected)
+    copied = set()
+    for source in sources:
+        path = source.strip("\"'").rstrip("/").removeprefix("./")
+        top = path.split("/")[0]
+        if top in FIRST_PARTY:
+            copied.add(top)
+            if top in expected:
+                continue
+        elif path in BUILD_INPUTS:
+            continue
+        alone = " alone" if len(expected) == 1 else ""
+        problems.append(f"{role}:{target}: copies {source}; the {target} image holds {held}{alone} "
+                        "(and build inputs), nothing else of the repository")
+    for package in expected:
+        if package not in copied:
+            problems.append(f"{role}:{target}: does not copy {package}/, which its process imports")
+    return problems
+
+
+def check_dockerfile(text: str, role: str) -> list[str]:
+    """role: 'gateway' (core deps, no torch, services/ alone) or 'ml' (retriever, worker and ops targets)."""
+    problems = []
+    stages, args = dockerfile_stages(text)
     names = {s["name"] for s in stages if s["name"]}
     if len(stages) < 2:
         problems.append(f"{role}: not a multi-stage build")
@@ -993,9 +1157,12 @@ def check_dockerfile(text: str, role: str) -> list[str]:
             problems.append(f"{role}: base {pin}")
         elif not re.search(r":\d+\.\d+\.\d+", resolved) and "@sha256:" not in resolved:
             problems.append(f"{role}: base image {resolved!r} must be pinned to a full x.y.z version or a digest")
+    # Service targets (a server with a health check) and optional job targets.
     final_names = {"gateway": ["gateway"], "ml": ["retriever", "worker"]}[role]
-    by_name = {s["name"]: s for s in stages}
-    for final in final_names:
+    optional = {"gateway": [], "ml": ["ops"]}[role]
+    by_name = {s["name"]: s for s in stages if s["name"]}
+    commands = image_commands(text)
+    for final in [*final_names, *(o for o in optional if o in by_name)]:
         stage = by_name.get(final)
         if stage is None:
             problems.append(f"{role}: no build target {final!r}")
@@ -1004,24 +1171,42 @@ def check_dockerfile(text: str, role: str) -> list[str]:
         users = [v for s in chain for i, v in s["body"] if i == "USER"]
         if not users or users[-1].split(":")[0] in ("root", "0") or not users[-1].split(":")[0].isdigit():
             problems.append(f"{role}:{final}: must end as a numeric non-root USER (runAsNonRoot can verify it)")
-        if not any(i == "HEALTHCHECK" and not v.upper().startswith("NONE") for s in chain for i, v in s["body"]):
-            problems.append(f"{role}:{final}: no HEALTHCHECK")
         if not any(i in ("CMD", "ENTRYPOINT") for s in chain for i, v in s["body"]):
             problems.append(f"{role}:{final}: no CMD/ENTRYPOINT")
         volumes = " ".join(v for s in chain for i, v in s["body"] if i == "VOLUME")
         if role == "ml" and "/models" not in volumes:
             problems.append(f"{role}:{final}: no model-cache VOLUME /models")
+        problems += _check_image_contents(role, final, image_copies(stage, by_name))
+        if final not in final_names:
+            continue
+        if commands[final]["healthcheck"] is None:
+            problems.append(f"{role}:{final}: no HEALTHCHECK")
+        problem = command_problem(commands[final]["argv"], ENTRY_POINTS[final])
+        if problem:
+            problems.append(f"{role}:{final}: {problem}")
+        if final == "worker" and commands[final]["healthcheck"] is not None:
+            health = commands[final]["healthcheck"]
+            if health[:len(WORKER_PROBE) + 1] != [*WORKER_PROBE, "--liveness"]:
+                problems.append(f"{role}:worker: the HEALTHCHECK must run `{' '.join(WORKER_PROBE)} --liveness` "
+                                f"(consumption heartbeat), not {' '.join(health)}")
     installs = [v for s in stages for i, v in s["body"] if i == "RUN" and "pip install" in v]
     for command in installs:
         for segment in re.split(r"&&|;", command):
-            if "pip install" in segment and not re.search(r"(-c|--constraint)\s+constraints\.txt", segment):
+            if "pip install" not in segment:
+                continue
+            if not re.search(r"(-c|--constraint)\s+constraints\.txt", segment):
                 problems.append(f"{role}: `{segment.strip()}` does not use -c constraints.txt (the tests' pins)")
+            targets = [w.strip("\"'") for w in segment.split("pip install", 1)[1].split()]
+            if any(w in (".", "./", "/src", "/src/") or w.startswith((".[", "./[", "/src[")) for w in targets):
+                problems.append(f"{role}: `{segment.strip()}` installs the realrag distribution, which packages all of "
+                                f"{', '.join(FIRST_PARTY)} (and a `realrag` command that needs realrag/); install the "
+                                "pyproject requirements and copy the image's packages instead")
     installed = " ".join(seg for command in installs for seg in re.split(r"&&|;", command)
                          if "pip install" in seg or "requirements_from_pyproject" in seg)
     if role == "gateway" and re.search(r"\[[^\]]*ml[^\]]*\]|\btorch\b|requirements_from_pyproject\.py\s+\S+\s+ml", installed):
         problems.append("gateway: installs the ml extra or torch; the gateway image must stay torch-free")
-    if role == "ml" and ".[ml]" not in installed.replace('"', "").replace("'", ""):
-        problems.append("ml: does not install the package with the ml extra (`.[ml]`)")
+    if role == "ml" and not re.search(r"requirements_from_pyproject\.py\s+\S+\s+ml\b", installed):
+        problems.append("ml: does not install the ml extra (`requirements_from_pyproject.py pyproject.toml ml`)")
     return problems
 
 
@@ -1096,6 +1281,83 @@ def check_constraints(constraints: str | None, makefile: str | None) -> list[str
 
 
 # ------------------------------------------------------------------------------------------------
+# The gateway image: services/ alone, on the core dependencies
+# ------------------------------------------------------------------------------------------------
+
+# Run in a fresh interpreter: every module of `services` must import while everything that the
+# gateway image does not install (argv[1]: top-level module names) raises ImportError.
+_IMPORT_PROBE = """
+import importlib, importlib.abc, pkgutil, sys
+BLOCKED = set(sys.argv[1].split(","))
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"No module named {name!r} (not in the gateway image)")
+        return None
+sys.meta_path.insert(0, Blocker())
+import services
+for module in pkgutil.walk_packages(services.__path__, "services."):
+    try:
+        importlib.import_module(module.name)
+    except Exception as exc:
+        print(f"{module.name}: {type(exc).__name__}: {exc}")
+"""
+
+
+def core_distributions() -> set[str]:
+    """The distributions `pip install -r <core requirements>` puts into the gateway image: the core
+    dependencies of pyproject.toml and, transitively, theirs (with the extras they ask for)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    seen: set[str] = set()
+    todo = [Requirement(r) for r in pyproject()["project"]["dependencies"]]
+    while todo:
+        requirement = todo.pop()
+        for extra in ("", *sorted(requirement.extras)):
+            key = f"{_normalise(requirement.name)}[{extra}]"
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                requires = metadata.distribution(requirement.name).requires or []
+            except metadata.PackageNotFoundError:
+                continue
+            for text in requires:
+                dependency = Requirement(text)
+                if dependency.marker is None or dependency.marker.evaluate({"extra": extra}):
+                    todo.append(dependency)
+    return {key.split("[")[0] for key in seen}
+
+
+@functools.lru_cache(maxsize=1)
+def modules_outside_gateway_image() -> frozenset[str]:
+    """Top-level modules installed here that the gateway image lacks: the other first-party packages
+    and every module of a distribution outside the core set (torch, open_clip, pytest...)."""
+    from importlib import metadata
+
+    core = core_distributions() | {"pip", "setuptools"}  # a venv has these two anyway
+    blocked = {package for package in FIRST_PARTY if package != "services"}
+    for module, distributions in metadata.packages_distributions().items():
+        if module != "services" and not {_normalise(d) for d in distributions} & core:
+            blocked.add(module)
+    return frozenset(blocked)
+
+
+def check_gateway_imports(root: Path = REPO) -> list[str]:
+    """Every module of root/services imports with only the gateway image's packages available."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REALRAG_")}
+    env["PYTHONPATH"] = str(root)  # root's services/ shadows the installed one
+    result = subprocess.run([sys.executable, "-c", _IMPORT_PROBE, ",".join(sorted(modules_outside_gateway_image()))],
+                            cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    problems = [f"gateway image: {line}" for line in result.stdout.splitlines() if line.strip()]
+    if result.returncode != 0:
+        problems.append(f"gateway image: the import probe failed: {result.stderr.strip()[-2000:]}")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------------
 # Everything
 # ------------------------------------------------------------------------------------------------
 
@@ -1125,6 +1387,7 @@ def run_all() -> list[str]:
     for role, text in texts.items():
         problems += check_dockerfile(text, role)
     problems += check_dockerignore(texts, (REPO / ".dockerignore").read_text())
+    problems += check_gateway_imports()
     constraints = REPO / "constraints.txt"
     makefile = REPO / "Makefile"
     problems += check_constraints(constraints.read_text() if constraints.exists() else None,
@@ -1132,7 +1395,12 @@ def run_all() -> list[str]:
     return problems
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.parse_args(argv)
     problems = run_all()
     for problem in problems:
         print(f"- {problem}")

@@ -120,6 +120,17 @@ WORKER_GPU = "    deploy: *gpu\n    # Longer than"
                      "      REALRAG_HEARTBEAT_FILE: /artifacts/heartbeat", "REALRAG_HEARTBEAT_FILE", id="shared-heartbeat"),
         pytest.param("REALRAG_VISIBILITY_TIMEOUT_S:-900", "REALRAG_VISIBILITY_TIMEOUT_S:-600",
                      "visibility_timeout_s must exceed task_time_limit_s", id="visibility-below-time-limit"),
+        # Each service runs its module; the images have no `realrag` command.
+        pytest.param("    command: [python, -m, services.gateway]\n", "    command: [gateway]\n",
+                     "compose service gateway: must run `python -m services.gateway`, not gateway", id="gateway-cli-command"),
+        pytest.param("    command: [python, -m, generator_service, worker]\n", "    command: [realrag, worker]\n",
+                     "worker: must run `python -m generator_service worker`, not realrag worker (the service images have no",
+                     id="worker-cli-command"),
+        pytest.param("    command: [python, -m, retriever_service]\n", "", "retriever: must run `python -m retriever_service`, not nothing",
+                     id="retriever-image-default"),
+        pytest.param('test: ["CMD", "python", "-m", "generator_service", "probe", "--readiness"]',
+                     'test: ["CMD", "realrag", "probe", "worker", "--readiness"]',
+                     "worker: the healthcheck must run `python -m generator_service probe`", id="worker-cli-healthcheck"),
     ],
 )
 def test_planted_mistake_is_caught(tmp_path, old, new, expected):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import shutil
 import subprocess
 import sys
 import threading
@@ -75,6 +76,11 @@ def test_http_probe_follows_the_service_port_and_status(http_server):
 
 # ---- planted mistakes -------------------------------------------------------------------------
 
+GATEWAY_COPY = "COPY services /opt/realrag/app/services\n"
+# The worker target's copy (the ops target before it copies generator_service too, then realrag).
+WORKER_COPY = "COPY generator_service /opt/realrag/app/generator_service\nRUN python -m compileall"
+REQUIREMENTS_INSTALL = "pip install --prefer-binary -c constraints.txt -r /tmp/requirements.txt"
+
 
 @pytest.mark.parametrize(
     ("role", "old", "new", "expected"),
@@ -87,12 +93,45 @@ def test_http_probe_follows_the_service_port_and_status(http_server):
                      "not pinned", id="latest-base"),
         pytest.param("ml", "HEALTHCHECK --interval=30s --timeout=10s", "HEALTHCHECK NONE\n#", "ml:worker: no HEALTHCHECK",
                      id="worker-without-healthcheck"),
-        pytest.param("gateway", "pip install -c constraints.txt . ", "pip install . ", "does not use -c constraints.txt",
-                     id="unconstrained-install"),
+        pytest.param("gateway", REQUIREMENTS_INSTALL, "pip install --prefer-binary -r /tmp/requirements.txt",
+                     "does not use -c constraints.txt", id="unconstrained-install"),
         pytest.param("gateway", "requirements_from_pyproject.py pyproject.toml >", "requirements_from_pyproject.py pyproject.toml ml >",
                      "must stay torch-free", id="torch-in-gateway"),
-        pytest.param("ml", 'VOLUME ["/models"]\n# Start', "# Start", "ml:retriever: no model-cache VOLUME", id="no-model-volume"),
+        pytest.param("ml", 'VOLUME ["/models"]\n', "", "ml:retriever: no model-cache VOLUME", id="no-model-volume"),
         pytest.param("ml", "FROM ml-runtime AS worker", "FROM ml-runtime AS generator", "no build target 'worker'", id="renamed-target"),
+        # The gateway image holds services/ alone.
+        pytest.param("gateway", GATEWAY_COPY, GATEWAY_COPY + "COPY generator_service /opt/realrag/app/generator_service\n",
+                     "gateway:gateway: copies generator_service; the gateway image holds services/ alone", id="gateway-copies-generator"),
+        pytest.param("gateway", GATEWAY_COPY, GATEWAY_COPY + "COPY realrag /opt/realrag/app/realrag\n",
+                     "gateway:gateway: copies realrag; the gateway image holds services/ alone", id="gateway-copies-realrag"),
+        pytest.param("gateway", "COPY pyproject.toml constraints.txt ./", "COPY . ./",
+                     "gateway:gateway: copies .; the gateway image holds services/ alone", id="gateway-copies-everything"),
+        pytest.param("gateway", GATEWAY_COPY, "COPY services/ retriever_service/ /opt/realrag/app/\n",
+                     "gateway:gateway: copies retriever_service/;", id="gateway-copies-two-folders"),
+        pytest.param("gateway", GATEWAY_COPY, "", "gateway:gateway: does not copy services/", id="gateway-without-code"),
+        pytest.param("gateway", REQUIREMENTS_INSTALL, "pip install --prefer-binary -c constraints.txt .",
+                     "installs the realrag distribution", id="gateway-installs-the-project"),
+        pytest.param("gateway", 'CMD ["python", "-m", "services.gateway"]', 'ENTRYPOINT ["realrag"]\nCMD ["gateway"]',
+                     "gateway:gateway: must run `python -m services.gateway`, not realrag gateway (the service images have no `realrag`",
+                     id="gateway-runs-the-cli"),
+        # The ML targets: their own packages, their own module.
+        pytest.param("ml", WORKER_COPY, "COPY realrag /opt/realrag/app/realrag\n" + WORKER_COPY, "ml:worker: copies realrag;",
+                     id="worker-copies-realrag"),
+        pytest.param("ml", "COPY --from=build /opt/venv /opt/venv\n",
+                     "COPY --from=build /opt/venv /opt/venv\nCOPY retriever_service /opt/realrag/app/retriever_service\n",
+                     "ml:worker: copies retriever_service;", id="shared-stage-copies-retriever"),
+        pytest.param("ml", WORKER_COPY, "RUN python -m compileall", "ml:worker: does not copy generator_service/",
+                     id="worker-without-code"),
+        pytest.param("ml", 'CMD ["python", "-m", "retriever_service"]', 'CMD ["retriever"]',
+                     "ml:retriever: must run `python -m retriever_service`", id="retriever-old-cmd"),
+        pytest.param("ml", 'CMD ["python", "-m", "generator_service", "worker"]', 'ENTRYPOINT ["realrag"]\nCMD ["worker"]',
+                     "ml:worker: must run `python -m generator_service worker`", id="worker-runs-the-cli"),
+        pytest.param("ml", '"python", "-m", "generator_service", "probe", "--liveness"', '"realrag", "probe", "worker", "--liveness"',
+                     "ml:worker: the HEALTHCHECK must run `python -m generator_service probe --liveness`", id="worker-cli-healthcheck"),
+        pytest.param("ml", REQUIREMENTS_INSTALL, 'pip install --prefer-binary -c constraints.txt ".[ml]"',
+                     "installs the realrag distribution", id="ml-installs-the-project"),
+        pytest.param("ml", "requirements_from_pyproject.py pyproject.toml ml >", "requirements_from_pyproject.py pyproject.toml >",
+                     "does not install the ml extra", id="ml-without-ml-extra"),
     ],
 )
 def test_planted_dockerfile_mistake_is_caught(role, old, new, expected):
@@ -101,15 +140,43 @@ def test_planted_dockerfile_mistake_is_caught(role, old, new, expected):
     assert any(expected in p for p in problems), problems
 
 
+def test_a_package_copied_in_the_build_stage_reaches_the_gateway_image():
+    """COPY --from=build carries whatever the build stage copied from the context."""
+    text = TEXTS["gateway"].replace(GATEWAY_COPY, GATEWAY_COPY + "COPY realrag /opt/realrag/app/realrag\n", 1)
+    assert text.index("COPY realrag") < text.index("FROM ${PYTHON_IMAGE} AS gateway")
+    problems = v.check_dockerfile(text, "gateway")
+    assert any("gateway:gateway: copies realrag;" in p for p in problems), problems
+
+
+def test_each_image_copies_only_its_packages():
+    stages, _ = v.dockerfile_stages(TEXTS["gateway"])
+    by_name = {s["name"]: s for s in stages if s["name"]}
+    copied = {source.split("/")[0] for source in v.image_copies(by_name["gateway"], by_name)} & set(v.FIRST_PARTY)
+    assert copied == {"services"}
+    stages, _ = v.dockerfile_stages(TEXTS["ml"])
+    by_name = {s["name"]: s for s in stages if s["name"]}
+    for target, packages in (("retriever", {"services", "retriever_service"}), ("worker", {"services", "generator_service"}),
+                             ("ops", set(v.FIRST_PARTY))):
+        copied = {source.split("/")[0] for source in v.image_copies(by_name[target], by_name)} & set(v.FIRST_PARTY)
+        assert copied == packages, target
+    commands = v.image_commands(TEXTS["ml"])
+    assert commands["worker"]["argv"] == v.ENTRY_POINTS["worker"]
+    assert commands["retriever"]["argv"] == v.ENTRY_POINTS["retriever"]
+    assert commands["ops"]["argv"][:1] == ["realrag"] and commands["ops"]["healthcheck"] is None
+    assert v.image_commands(TEXTS["gateway"])["gateway"]["argv"] == v.ENTRY_POINTS["gateway"]
+
+
 def test_planted_dockerignore_mistakes_are_caught():
     problems = v.check_dockerignore(TEXTS, DOCKERIGNORE.replace("!generator_service/\n", ""))
     assert any("excludes generator_service," in p for p in problems), problems
+    problems = v.check_dockerignore(TEXTS, DOCKERIGNORE.replace("!realrag/\n", ""))
+    assert any("excludes realrag, which ml.Dockerfile copies" in p for p in problems), problems
     problems = v.check_dockerignore(TEXTS, "**/__pycache__\n")  # no allow-list at all
     assert any("lets .env into the build context" in p for p in problems), problems
 
 
 def test_planted_missing_copy_source_is_caught():
-    text = TEXTS["gateway"].replace("COPY services ./services", "COPY service ./services")
+    text = TEXTS["gateway"].replace(GATEWAY_COPY, "COPY service /opt/realrag/app/services\n")
     problems = v.check_dockerignore({"gateway": text}, DOCKERIGNORE)
     assert any("copies service, which does not exist" in p for p in problems), problems
 
@@ -121,3 +188,36 @@ def test_planted_constraint_drift_is_caught():
     assert any("does not pin fastapi" in p for p in v.check_constraints(drifted, None))
     assert any("Makefile does not install with -c constraints.txt" in p
                for p in v.check_constraints(drifted, "install:\n\tpip install -e .[dev]\n"))
+
+
+# ---- the gateway image: services/ alone on the core dependencies --------------------------------
+
+
+def test_every_services_module_imports_without_the_ml_stack_or_the_other_packages():
+    assert v.check_gateway_imports() == []
+
+
+def test_the_gateway_image_lacks_exactly_the_non_core_modules():
+    blocked = v.modules_outside_gateway_image()
+    assert {"torch", "open_clip", "diffusers", "numpy", "pytest", "realrag", "generator_service", "retriever_service"} <= blocked
+    assert not {"services", "fastapi", "uvicorn", "pydantic", "celery", "kombu", "redis", "PIL", "yaml", "httpx"} & blocked
+
+
+# Each planted module breaks on its own; one probe run over the copy reports every one of them.
+PLANTED_IMPORTS = {
+    "services/gateway/planted_torch.py": ("import torch", "torch"),
+    "services/planted_generator.py": ("from generator_service import heartbeat", "generator_service"),
+    "services/gateway/planted_root.py": ("import realrag.cli", "realrag"),
+    "services/planted_numpy.py": ("import numpy", "numpy"),  # an ml-extra dependency
+}
+
+
+def test_planted_imports_outside_the_gateway_image_are_caught(tmp_path):
+    shutil.copytree(v.REPO / "services", tmp_path / "services", ignore=shutil.ignore_patterns("__pycache__"))
+    for module, (line, _) in PLANTED_IMPORTS.items():
+        (tmp_path / module).write_text(line + "\n")
+    problems = v.check_gateway_imports(tmp_path)
+    for module, (_, missing) in PLANTED_IMPORTS.items():
+        name = module.removesuffix(".py").replace("/", ".")
+        assert any(p.startswith(f"gateway image: {name}: ") and repr(missing) in p for p in problems), (module, problems)
+    assert len(problems) == len(PLANTED_IMPORTS), problems

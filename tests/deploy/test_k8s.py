@@ -55,7 +55,8 @@ def test_keda_scales_the_worker_on_its_queue_in_its_namespace(rendered_overlays)
 
 
 def test_provider_overlays_pick_their_gpu_pool_and_rwx_storage(rendered_overlays):
-    expected = {"gpu": ({"nvidia.com/gpu.present": "true"}, None), "gke": ({"cloud.google.com/gke-accelerator": "nvidia-l4"}, "standard-rwx"),
+    expected = {"gpu": ({"nvidia.com/gpu.present": "true"}, None),
+                "gke": ({"cloud.google.com/gke-accelerator": "nvidia-l4"}, "standard-rwx"),
                 "eks": ({"realrag.io/node-pool": "gpu"}, "efs-sc"), "aks": ({"realrag.io/node-pool": "gpu"}, "azurefile-csi")}
     for overlay, (selector, storage_class) in expected.items():
         docs = rendered_overlays[overlay]
@@ -117,13 +118,21 @@ def _any_pod_to_qdrant(docs):
     find(docs, "NetworkPolicy", "realrag-qdrant")["spec"]["ingress"][0]["from"] = [{"podSelector": {}}]
 
 
+def _cli_args(docs, deployment, args):
+    """The pre-module style: no command (the image's), the `realrag` subcommand as args."""
+    c = container(docs, deployment)
+    c.pop("command", None)
+    c["args"] = args
+
+
 PLANTED = {
     "worker-without-tolerations": (lambda d: _del(worker_spec(d), "tolerations"), "without a toleration for the nvidia.com/gpu taint"),
     "worker-without-node-selector": (lambda d: _del(worker_spec(d), "nodeSelector"), "without nodeSelector"),
     "gpu-in-requests-only": (_gpu_to_requests, "nvidia.com/gpu must be in limits"),
     "gpu-limit-removed": (lambda d: container(d, "realrag-worker")["resources"]["limits"].pop("nvidia.com/gpu"),
                           "must have an nvidia.com/gpu limit"),
-    "no-liveness-probe": (lambda d: container(d, "realrag-retriever").pop("livenessProbe"), "realrag-retriever container retriever: no livenessProbe"),
+    "no-liveness-probe": (lambda d: container(d, "realrag-retriever").pop("livenessProbe"),
+                          "realrag-retriever container retriever: no livenessProbe"),
     "no-resource-requests": (lambda d: container(d, "realrag-gateway")["resources"].pop("requests"), "no resources.requests.cpu"),
     "latest-image": (lambda d: container(d, "realrag-gateway").update(image="realrag/gateway:latest"), "is not pinned"),
     "untagged-image": (lambda d: container(d, "realrag-gateway").update(image="realrag/gateway"), "has no tag"),
@@ -140,7 +149,8 @@ PLANTED = {
     "no-soft-shutdown": (lambda d: _set_env(d, "realrag-worker", "REMAP_SIGTERM", ""), "REMAP_SIGTERM=SIGQUIT"),
     "celery-inspect-ping": (lambda d: container(d, "realrag-worker")["livenessProbe"]["exec"].update(
         command=["celery", "-A", "generator_service.celery_app", "inspect", "ping"]), "not celery inspect ping"),
-    "short-startup-probe": (lambda d: container(d, "realrag-worker")["startupProbe"].update(failureThreshold=10), "startupProbe allows 100s"),
+    "short-startup-probe": (lambda d: container(d, "realrag-worker")["startupProbe"].update(failureThreshold=10),
+                            "startupProbe allows 100s"),
     "redis-open-to-all": (_open_redis, "opens redis to everyone"),
     "qdrant-open-to-any-pod": (_any_pod_to_qdrant, "qdrant reachable from pods other than the RealRAG services"),
     "no-default-deny": (lambda d: d.remove(find(d, "NetworkPolicy", "realrag-default-deny-ingress")), "no default-deny ingress"),
@@ -150,7 +160,8 @@ PLANTED = {
     "no-gateway-hpa": (lambda d: d.remove(find(d, "HorizontalPodAutoscaler", "realrag-gateway")), "no HorizontalPodAutoscaler"),
     "pdb-blocks-drains": (lambda d: find(d, "Deployment", "realrag-retriever")["spec"].update(replicas=1), "blocks every eviction"),
     "no-worker-pdb": (lambda d: d.remove(find(d, "PodDisruptionBudget", "realrag-worker")), "realrag-worker: no PodDisruptionBudget"),
-    "settings-typo": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_QUEUE_NAMES="x"), "REALRAG_QUEUE_NAMES is not a setting"),
+    "settings-typo": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_QUEUE_NAMES="x"),
+                      "REALRAG_QUEUE_NAMES is not a setting"),
     "invalid-settings": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_VISIBILITY_TIMEOUT_S="60"),
                          "visibility_timeout_s must exceed task_time_limit_s"),
     "missing-labels": (lambda d: find(d, "Deployment", "realrag-gateway")["metadata"]["labels"].pop("app.kubernetes.io/component"),
@@ -159,6 +170,20 @@ PLANTED = {
     "qdrant-version-drift": (lambda d: find(d, "StatefulSet", "realrag-qdrant")["spec"]["template"]["spec"]["containers"][0].update(
         image="qdrant/qdrant:v1.12.0-unprivileged"), "does not match qdrant-client"),
     "heartbeat-on-shared-volume": (lambda d: _set_env(d, "realrag-worker", "REALRAG_HEARTBEAT_FILE", "/artifacts/hb"), "pod-local"),
+    # Each service runs its module; the images have no `realrag` command.
+    "gateway-cli-args": (lambda d: _cli_args(d, "realrag-gateway", ["gateway"]),
+                         "realrag-gateway container gateway: must run `python -m services.gateway`, not gateway"),
+    "worker-cli-command": (lambda d: container(d, "realrag-worker").update(command=["realrag"], args=["worker"]),
+                           "must run `python -m generator_service worker`, not realrag worker (the service images have no"),
+    "retriever-wrong-module": (lambda d: container(d, "realrag-retriever").update(command=["python", "-m", "retriever_service.app"]),
+                               "must run `python -m retriever_service`"),
+    "worker-cli-liveness": (lambda d: container(d, "realrag-worker")["livenessProbe"]["exec"].update(
+        command=["realrag", "probe", "worker", "--liveness", "--max-age-s", "180"]),
+        "liveness must be `python -m generator_service probe --liveness`"),
+    "worker-cli-readiness": (lambda d: container(d, "realrag-worker")["readinessProbe"]["exec"].update(
+        command=["realrag", "probe", "worker", "--readiness"]), "readiness must be `python -m generator_service probe --readiness`"),
+    "startup-probe-is-liveness": (lambda d: container(d, "realrag-worker")["startupProbe"]["exec"].update(
+        command=["python", "-m", "generator_service", "probe", "--liveness"]), "startupProbe must wait for the loaded model"),
 }
 
 

@@ -7,6 +7,7 @@ ReadWriteMany PVC in Kubernetes); it is the only store so far.
 from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
+
 from services.files import atomic_write_bytes
 
 

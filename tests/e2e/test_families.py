@@ -7,6 +7,8 @@ from PIL import Image
 
 from .helpers import wait_for
 
+pytestmark = pytest.mark.slow  # starts real processes: run with -m slow, skip with -m 'not slow'
+
 FAMILIES = ["tiny-sd", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-omnigen"]
 
 
@@ -44,7 +46,8 @@ def test_family_generates_conditioned_reproducible_images(gateway, corpus, model
 
 @pytest.mark.parametrize("model", FAMILIES)
 def test_family_cancel_mid_run(gateway, corpus, model):
-    job = gateway.post("/v1/generations", json={"model": model, "prompt": "slow", "steps": 80, "width": 256, "height": 256, "seed": 1}).json()
+    body = {"model": model, "prompt": "slow", "steps": 80, "width": 256, "height": 256, "seed": 1}
+    job = gateway.post("/v1/generations", json=body).json()
     wait_for(gateway, job["id"], until=lambda j: j["status"] in ("generating", "succeeded") and j["progress"]["step"] >= 1, timeout=300)
     gateway.delete(f"/v1/generations/{job['id']}")
     final = wait_for(gateway, job["id"], timeout=300)

@@ -4,9 +4,12 @@ import io
 import os
 import signal
 
+import pytest
 from PIL import Image
 
 from .helpers import WebhookReceiver, wait_for
+
+pytestmark = pytest.mark.slow  # starts real processes: run with -m slow, skip with -m 'not slow'
 
 
 def fetch_png(gateway, url) -> Image.Image:
@@ -146,7 +149,9 @@ def test_redelivery_cap_fails_the_job_with_a_clear_reason(gateway, corpus):
 
 
 def test_openai_compatible_endpoint(gateway, corpus):
-    response = gateway.post("/v1/images/generations", json={"prompt": "the Helvor Mk2", "n": 1, "size": "64x64", "response_format": "b64_json", "seed": 4})
+    response = gateway.post(
+        "/v1/images/generations", json={"prompt": "the Helvor Mk2", "n": 1, "size": "64x64", "response_format": "b64_json", "seed": 4}
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     import base64

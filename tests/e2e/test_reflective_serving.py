@@ -10,6 +10,8 @@ from tests.conftest import TINY_CLIP, png_bytes
 
 from .helpers import wait_for
 
+pytestmark = pytest.mark.slow  # starts real processes: run with -m slow, skip with -m 'not slow'
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):

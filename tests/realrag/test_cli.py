@@ -62,6 +62,7 @@ def test_generate_unknown_model_fails_clearly(tmp_path):
     assert "nope" in result.stderr
 
 
+@pytest.mark.slow
 def test_ingest_folder_into_the_running_retriever(tmp_path, stack):
     for item in sample_corpus(photos_per_object=1, seed=99):
         folder = tmp_path / "corpus" / item.object_id
@@ -78,6 +79,7 @@ def test_ingest_folder_into_the_running_retriever(tmp_path, stack):
     assert json.loads(again.stdout.strip().splitlines()[-1]) == {"new": 0, "duplicate": 4, "rejected": 0}
 
 
+@pytest.mark.slow
 def test_worker_probe_reads_the_heartbeat(stack):
     env = {**stack.env}
     live = realrag("probe", "worker", "--liveness", "--max-age-s", "3600", env=env)

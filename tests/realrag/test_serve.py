@@ -5,9 +5,12 @@ import sys
 import time
 
 import httpx
+import pytest
 
 from realrag.stack import free_port
 from tests.conftest import TINY_CLIP
+
+pytestmark = pytest.mark.slow  # starts real processes: run with -m slow, skip with -m 'not slow'
 
 
 def test_serve_on_embedded_redis_runs_a_job_and_sigterm_stops_every_child(tmp_path):

@@ -25,7 +25,7 @@ from diffusers import FluxPipeline, FluxPriorReduxPipeline
 from PIL import Image
 
 from generator_service.families.base import GenerationInputs
-from generator_service.families.common import DTYPES, auto_device, place_pipeline, step_callback
+from generator_service.families.common import auto_device, load_kwargs, match_dtype, place_pipeline, step_callback
 from services.registry import ModelSpec
 
 FAMILY = "flux"
@@ -34,12 +34,14 @@ DEFAULT_TRUE_CFG = 4.0
 DEFAULT_MAX_SEQUENCE_LENGTH = 512  # T5 tokens of the prompt
 
 
-def build_pipeline(spec: ModelSpec) -> tuple[FluxPipeline, FluxPriorReduxPipeline | None]:
+def build_pipeline(spec: ModelSpec, device: str) -> tuple[FluxPipeline, FluxPriorReduxPipeline | None]:
     """FLUX.1 weights + the XLabs IP-Adapter with CLIP ViT-L/14, or the Redux prior."""
-    dtype = DTYPES[spec.dtype]
-    pipe = FluxPipeline.from_pretrained(spec.source, dtype=dtype, revision=spec.revision)
+    kwargs = load_kwargs(spec, device)
+    dtype = kwargs["dtype"]
+    pipe = FluxPipeline.from_pretrained(spec.source, **kwargs)
     if spec.options.get("redux"):
-        redux = FluxPriorReduxPipeline.from_pretrained(spec.options["redux"], dtype=dtype)
+        redux = FluxPriorReduxPipeline.from_pretrained(spec.options["redux"], **{**kwargs, "revision": None})
+        match_dtype(redux, dtype, components=("image_encoder", "image_embedder"))
         return pipe, redux
     if not spec.adapter:
         raise ValueError(f"model {spec.key!r}: set `adapter` (XLabs IP-Adapter) or options.redux")
@@ -54,6 +56,7 @@ def build_pipeline(spec: ModelSpec) -> tuple[FluxPipeline, FluxPriorReduxPipelin
         image_encoder_subfolder=spec.image_encoder_subfolder or "",
         image_encoder_dtype=dtype,
     )
+    match_dtype(pipe, dtype)
     return pipe, None
 
 
@@ -221,7 +224,7 @@ def load(spec: ModelSpec, device: str | None = None) -> FluxGenerator:
         pipe, redux = tiny.build_pipeline(redux=bool(spec.options.get("redux")))
         max_sequence_length = tiny.MAX_SEQUENCE_LENGTH
     else:
-        pipe, redux = build_pipeline(spec)
+        pipe, redux = build_pipeline(spec, device)
     for pipeline in (pipe, redux):
         if pipeline is not None:
             place_pipeline(pipeline, spec.offload, device)

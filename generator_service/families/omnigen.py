@@ -24,7 +24,7 @@ from diffusers import OmniGenPipeline
 from PIL import Image
 
 from generator_service.families.base import GenerationInputs
-from generator_service.families.common import DTYPES, auto_device, place_pipeline, step_callback
+from generator_service.families.common import auto_device, load_kwargs, match_dtype, place_pipeline, step_callback
 from services.registry import ModelSpec
 
 FAMILY = "omnigen"
@@ -45,9 +45,12 @@ def rag_prompt(prompt: str, labels: list[str | None]) -> str:
     return f"According to these images of {', '.join(parts)}, generate {prompt}"
 
 
-def build_pipeline(spec: ModelSpec) -> OmniGenPipeline:
+def build_pipeline(spec: ModelSpec, device: str) -> OmniGenPipeline:
     """``Shitao/OmniGen-v1-diffusers`` (or a local copy)."""
-    return OmniGenPipeline.from_pretrained(spec.source, dtype=DTYPES[spec.dtype], revision=spec.revision)
+    kwargs = load_kwargs(spec, device)
+    pipe = OmniGenPipeline.from_pretrained(spec.source, **kwargs)
+    match_dtype(pipe, kwargs["dtype"])  # the transformer's pos_embed buffer is built in fp32
+    return pipe
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +155,6 @@ def load(spec: ModelSpec, device: str | None = None) -> OmniGenGenerator:
 
         pipe = tiny.build_pipeline()
     else:
-        pipe = build_pipeline(spec)
+        pipe = build_pipeline(spec, device)
     place_pipeline(pipe, spec.offload, device)
     return OmniGenGenerator(spec, pipe, device)

@@ -21,15 +21,16 @@ from PIL import Image
 from transformers import CLIPVisionModelWithProjection
 
 from generator_service.families.base import GenerationInputs
-from generator_service.families.common import DTYPES, auto_device, place_pipeline, step_callback
+from generator_service.families.common import auto_device, load_kwargs, match_dtype, place_pipeline, step_callback
 from services.registry import ModelSpec
 
 FAMILY = "sd"
 
 
-def build_pipeline(spec: ModelSpec) -> StableDiffusionPipeline:
+def build_pipeline(spec: ModelSpec, device: str) -> StableDiffusionPipeline:
     """SD 1.5 / 2.1 weights (HF id or local dir) + the IP-Adapter named by the spec."""
-    dtype = DTYPES[spec.dtype]
+    kwargs = load_kwargs(spec, device)
+    dtype = kwargs["dtype"]
     extra = {}
     load_encoder = spec.options.get("load_image_encoder", True)
     if spec.image_encoder and load_encoder:
@@ -37,12 +38,7 @@ def build_pipeline(spec: ModelSpec) -> StableDiffusionPipeline:
             spec.image_encoder, subfolder=spec.image_encoder_subfolder or "", dtype=dtype
         )
     pipe = StableDiffusionPipeline.from_pretrained(
-        spec.source,
-        dtype=dtype,
-        revision=spec.revision,
-        safety_checker=None,
-        requires_safety_checker=False,
-        **extra,
+        spec.source, safety_checker=None, requires_safety_checker=False, **kwargs, **extra
     )
     if not spec.adapter:
         if spec.max_references:
@@ -55,6 +51,7 @@ def build_pipeline(spec: ModelSpec) -> StableDiffusionPipeline:
         # an encoder passed above is already registered; None = embeddings-only worker
         image_encoder_folder="image_encoder" if load_encoder and not spec.image_encoder else None,
     )
+    match_dtype(pipe, dtype)
     return pipe
 
 
@@ -196,6 +193,6 @@ def load(spec: ModelSpec, device: str | None = None) -> StableDiffusionGenerator
 
         pipe = tiny.build_pipeline(spec.adapter_variant)
     else:
-        pipe = build_pipeline(spec)
+        pipe = build_pipeline(spec, device)
     place_pipeline(pipe, spec.offload, device)
     return StableDiffusionGenerator(spec, pipe, device)

@@ -19,20 +19,22 @@ from PIL import Image
 from transformers import SiglipImageProcessor, SiglipVisionModel
 
 from generator_service.families.base import GenerationInputs
-from generator_service.families.common import DTYPES, auto_device, place_pipeline, step_callback
+from generator_service.families.common import auto_device, load_kwargs, match_dtype, place_pipeline, step_callback
 from services.registry import ModelSpec
 
 FAMILY = "sd3"
 DEFAULT_MAX_SEQUENCE_LENGTH = 256  # T5 tokens of the prompt (diffusers' default)
 
 
-def build_pipeline(spec: ModelSpec) -> StableDiffusion3Pipeline:
+def build_pipeline(spec: ModelSpec, device: str) -> StableDiffusion3Pipeline:
     """SD3.5 weights + SigLIP so400m + InstantX IP-Adapter, per the diffusers docs.
 
-    ``spec.image_encoder`` is the SigLIP repo (``google/siglip-so400m-patch14-384``); the adapter's
-    diffusers-format file is ``ip-adapter_diffusers.safetensors`` in InstantX/SD3.5-Large-IP-Adapter.
+    ``spec.image_encoder`` is the SigLIP repo (``google/siglip-so400m-patch14-384``). The main branch
+    of InstantX/SD3.5-Large-IP-Adapter holds ``ip-adapter.bin`` in InstantX's key names, which diffusers
+    renames at load (an ``ip-adapter_diffusers.safetensors`` exists only in an unmerged PR branch).
     """
-    dtype = DTYPES[spec.dtype]
+    kwargs = load_kwargs(spec, device)
+    dtype = kwargs["dtype"]
     extra = {}
     if spec.image_encoder and spec.options.get("load_image_encoder", True):
         extra["image_encoder"] = SiglipVisionModel.from_pretrained(
@@ -41,15 +43,16 @@ def build_pipeline(spec: ModelSpec) -> StableDiffusion3Pipeline:
         extra["feature_extractor"] = SiglipImageProcessor.from_pretrained(
             spec.image_encoder, subfolder=spec.image_encoder_subfolder or ""
         )
-    pipe = StableDiffusion3Pipeline.from_pretrained(spec.source, dtype=dtype, revision=spec.revision, **extra)
+    pipe = StableDiffusion3Pipeline.from_pretrained(spec.source, **kwargs, **extra)
     if not spec.adapter:
         raise ValueError(f"model {spec.key!r}: an IP-Adapter (`adapter`) is required for reference conditioning")
     pipe.load_ip_adapter(
         spec.adapter,
-        weight_name=spec.adapter_weight_name or "ip-adapter_diffusers.safetensors",
+        weight_name=spec.adapter_weight_name or "ip-adapter.bin",
         subfolder=spec.adapter_subfolder,
         image_encoder_folder=None if extra or not spec.options.get("load_image_encoder", True) else "image_encoder",
     )
+    match_dtype(pipe, dtype)
     return pipe
 
 
@@ -161,6 +164,6 @@ def load(spec: ModelSpec, device: str | None = None) -> StableDiffusion3Generato
         pipe = tiny.build_pipeline()
         max_sequence_length = tiny.MAX_SEQUENCE_LENGTH
     else:
-        pipe = build_pipeline(spec)
+        pipe = build_pipeline(spec, device)
     place_pipeline(pipe, spec.offload, device)
     return StableDiffusion3Generator(spec, pipe, device, max_sequence_length)

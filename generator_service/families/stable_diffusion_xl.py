@@ -17,21 +17,22 @@ from __future__ import annotations
 from diffusers import AutoencoderKL, StableDiffusionXLPipeline
 from transformers import CLIPVisionModelWithProjection
 
-from generator_service.families.common import DTYPES, auto_device, place_pipeline
+from generator_service.families.common import auto_device, load_kwargs, match_dtype, place_pipeline
 from generator_service.families.stable_diffusion import StableDiffusionGenerator
 from services.registry import ModelSpec
 
 FAMILY = "sdxl"
 
 
-def build_pipeline(spec: ModelSpec) -> StableDiffusionXLPipeline:
+def build_pipeline(spec: ModelSpec, device: str) -> StableDiffusionXLPipeline:
     """SDXL weights (HF id or local dir) + the IP-Adapter and image encoder named by the spec.
 
     ``spec.options``: ``variant`` (e.g. "fp16" weight files), ``vae`` (e.g.
     "madebyollin/sdxl-vae-fp16-fix", which avoids the fp32 upcast of the stock VAE in fp16),
     ``load_image_encoder`` (False for an embeddings-only worker).
     """
-    dtype = DTYPES[spec.dtype]
+    kwargs = load_kwargs(spec, device)
+    dtype = kwargs["dtype"]
     extra = {}
     load_encoder = spec.options.get("load_image_encoder", True)
     if spec.image_encoder and load_encoder:
@@ -39,12 +40,10 @@ def build_pipeline(spec: ModelSpec) -> StableDiffusionXLPipeline:
             spec.image_encoder, subfolder=spec.image_encoder_subfolder or "", dtype=dtype
         )
     if spec.options.get("vae"):
-        extra["vae"] = AutoencoderKL.from_pretrained(spec.options["vae"], dtype=dtype)
+        extra["vae"] = AutoencoderKL.from_pretrained(spec.options["vae"], dtype=dtype, low_cpu_mem_usage=True)
     if spec.options.get("variant"):
         extra["variant"] = spec.options["variant"]
-    pipe = StableDiffusionXLPipeline.from_pretrained(
-        spec.source, dtype=dtype, revision=spec.revision, add_watermarker=False, **extra
-    )
+    pipe = StableDiffusionXLPipeline.from_pretrained(spec.source, add_watermarker=False, **kwargs, **extra)
     if not spec.adapter:
         raise ValueError(f"model {spec.key!r}: an IP-Adapter (`adapter`) is required for reference conditioning")
     pipe.load_ip_adapter(
@@ -53,6 +52,7 @@ def build_pipeline(spec: ModelSpec) -> StableDiffusionXLPipeline:
         weight_name=spec.adapter_weight_name or "ip-adapter-plus_sdxl_vit-h.safetensors",
         image_encoder_folder="image_encoder" if load_encoder and not spec.image_encoder else None,
     )
+    match_dtype(pipe, dtype)
     return pipe
 
 
@@ -63,6 +63,6 @@ def load(spec: ModelSpec, device: str | None = None) -> StableDiffusionGenerator
 
         pipe = tiny.build_pipeline(spec.adapter_variant)
     else:
-        pipe = build_pipeline(spec)
+        pipe = build_pipeline(spec, device)
     place_pipeline(pipe, spec.offload, device)
     return StableDiffusionGenerator(spec, pipe, device)

@@ -64,7 +64,8 @@ def _open_clip_bpe_path() -> Path:
     return path
 
 
-def _write_clip_vocab(target: Path) -> None:
+def clip_vocab_files() -> dict[str, str]:
+    """The CLIP tokenizer's ``vocab.json`` and ``merges.txt`` (file name -> text), as CLIP repos ship them."""
     lines = gzip.open(_open_clip_bpe_path(), "rt", encoding="utf-8").read().split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
     byte_symbols = list(bytes_to_unicode().values())
@@ -73,13 +74,19 @@ def _write_clip_vocab(target: Path) -> None:
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     if len(vocab) != CLIP_VOCAB_SIZE:
         raise RuntimeError(f"CLIP vocabulary has {len(vocab)} entries, expected {CLIP_VOCAB_SIZE}")
+    return {
+        "vocab.json": json.dumps({tok: i for i, tok in enumerate(vocab)}),
+        "merges.txt": "#version: 0.2\n" + "\n".join(" ".join(merge) for merge in merges) + "\n",
+    }
 
+
+def _write_clip_vocab(target: Path) -> None:
+    files = clip_vocab_files()
     # write into a private temp dir and rename, so concurrent processes never see half a vocabulary
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=target.name + "."))
-    (staging / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}), "utf-8")
-    merges_text = "#version: 0.2\n" + "\n".join(" ".join(merge) for merge in merges) + "\n"
-    (staging / "merges.txt").write_text(merges_text, "utf-8")
+    for name, text in files.items():
+        (staging / name).write_text(text, "utf-8")
     try:
         staging.rename(target)
     except OSError:  # another process won the race

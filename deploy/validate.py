@@ -27,6 +27,7 @@ import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -35,12 +36,19 @@ DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE_FILES = [REPO / "docker-compose.yml"]
 COMPOSE_CPU_OVERRIDE = REPO / "docker-compose.cpu.yml"
+COMPOSE_MINIO_OVERRIDE = REPO / "docker-compose.minio.yml"
+# The stack's own settings file; the developer's `.env` (read by `realrag serve`) must not reach it.
+COMPOSE_ENV_FILE = "deploy/compose.env"
 COMPOSE_ENV_EXAMPLE = DEPLOY / "compose.env.example"
 K8S_SECRETS_EXAMPLE = K8S / "secrets.env.example"
 DOCKERFILES = {"gateway": DEPLOY / "docker" / "gateway.Dockerfile", "ml": DEPLOY / "docker" / "ml.Dockerfile"}
 
 GPU_OVERLAYS = ("gpu", "gke", "eks", "aks")
 CPU_OVERLAYS = ("cpu",)
+# Overlays rendered a second time with the object-store component (REALRAG_ARTIFACT_STORE=s3), the
+# way docs/deploy.md tells users to add it: a small overlay of their own on top of a provided one.
+OBJECT_STORE_COMPONENT = "object-store"
+OBJECT_STORE_OVERLAYS = ("eks", "cpu")
 # Oldest and newest Kubernetes minor the manifests must validate against.
 K8S_VERSIONS = ("1.31.0", "1.37.0")
 
@@ -48,7 +56,7 @@ APP_SERVICES = ("gateway", "retriever", "worker")
 GPU_SERVICES = ("retriever", "worker")
 ALLOWED_RESTART = {"always", "unless-stopped", "on-failure"}
 # Names that carry secrets: their values must come from interpolation / Secrets, never a literal.
-SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|API_KEYS|AUTH)$", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|SECRET_KEY|SECRET_ACCESS_KEY|TOKEN|API_KEY|API_KEYS|AUTH)$", re.IGNORECASE)
 URL_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://(?P<user>[^:/@]*):(?P<password>[^@]*)@", re.IGNORECASE)
 # Not settings of the application, but variables the stack legitimately sets.
 NON_SETTINGS_PREFIXES = ("REALRAG_",)
@@ -290,6 +298,21 @@ def _walk_compose_values(source: dict) -> Iterator[tuple[str, str, Any]]:
             yield name, key, arg
 
 
+def check_compose_env_files(source: dict, where: str = "docker-compose.yml") -> list[str]:
+    """The app services read the stack's own env file, never the developer's `.env` (which holds
+    `realrag serve` settings such as a local data dir or REALRAG_ENVIRONMENT=development)."""
+    problems = []
+    for name in APP_SERVICES:
+        entries = (source.get("services") or {}).get(name, {}).get("env_file") or []
+        entries = [entries] if isinstance(entries, (str, dict)) else entries
+        paths = [str(e.get("path") if isinstance(e, dict) else e) for e in entries]
+        if any(Path(path).name == ".env" for path in paths):
+            problems.append(f"{where} services.{name}: env_file reads the developer's .env; use {COMPOSE_ENV_FILE}")
+        elif paths and COMPOSE_ENV_FILE not in paths:
+            problems.append(f"{where} services.{name}: env_file {paths} is not {COMPOSE_ENV_FILE}")
+    return problems
+
+
 def _merged_source_env(source: dict, service: dict) -> dict:
     env = dict(service.get("environment") or {})
     return env
@@ -319,24 +342,30 @@ def check_compose_secrets(source: dict, where: str = "docker-compose.yml") -> li
             problems.append(f"{place}: {key} holds a literal secret; interpolate it from .env: ${{{key}:?...}}")
         creds = URL_CREDENTIALS.match(text)
         if creds and creds.group("password") and not re.fullmatch(r"\$\{[^}]+\}", creds.group("password")):
-            problems.append(f"{place}: {key} embeds a literal password in a URL; use ${{REDIS_PASSWORD:?...}}")
+            problems.append(f"{place}: {key} embeds a literal password in a URL; interpolate it, e.g. ${{REDIS_PASSWORD:?...}}")
     return problems
 
 
 def check_compose(rendered: dict, source: dict, cpu_only: bool = False) -> list[str]:
     """Invariants of the rendered stack (`docker compose config` output) and of its source."""
     problems = check_compose_secrets(source)
+    problems += check_compose_env_files(source)
     services = rendered.get("services") or {}
     for name in ("redis", "qdrant", *APP_SERVICES):
         if name not in services:
             problems.append(f"compose: service {name!r} is missing")
+    # One-shot set-up services (minio-init): others wait for them to complete, not to be healthy.
+    one_shot = {dep for svc in services.values() for dep, cond in (svc.get("depends_on") or {}).items()
+                if cond.get("condition") == "service_completed_successfully"}
     for name, svc in services.items():
         where = f"compose service {name}"
         if svc.get("restart") not in ALLOWED_RESTART:
             problems.append(f"{where}: no restart policy (one of {sorted(ALLOWED_RESTART)})")
+        if name in one_shot and svc.get("restart") != "on-failure":
+            problems.append(f"{where}: a one-shot service must use restart: on-failure (it exits when done)")
         health = svc.get("healthcheck") or {}
         test = health.get("test") or []
-        if health.get("disable") or not test or test[0] == "NONE":
+        if name not in one_shot and (health.get("disable") or not test or test[0] == "NONE"):
             problems.append(f"{where}: no healthcheck")
         if name == "qdrant" and any(tool in " ".join(map(str, test)) for tool in ("curl", "wget")):
             problems.append(f"{where}: the qdrant image has no curl/wget; the healthcheck cannot pass")
@@ -344,7 +373,9 @@ def check_compose(rendered: dict, source: dict, cpu_only: bool = False) -> list[
         if pin:
             problems.append(f"{where}: {pin}")
         for dep, cond in (svc.get("depends_on") or {}).items():
-            if cond.get("condition") != "service_healthy":
+            if cond.get("condition") == "service_completed_successfully" and (services.get(dep) or {}).get("healthcheck"):
+                problems.append(f"{where}: depends_on {dep} must wait for condition service_healthy (it is a long-running service)")
+            elif cond.get("condition") not in ("service_healthy", "service_completed_successfully"):
                 problems.append(f"{where}: depends_on {dep} must wait for condition service_healthy")
         devices = (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
         gpu = [d for d in devices if "gpu" in (d.get("capabilities") or [])]
@@ -381,6 +412,7 @@ def _volume_targets(svc: dict) -> dict[str, str]:
 def _check_compose_app_services(services: dict, cpu_only: bool) -> list[str]:
     problems = []
     artifact_sources = set()
+    envs: dict[str, dict[str, str]] = {}
     for name in APP_SERVICES:
         svc = services.get(name)
         if not svc:
@@ -388,6 +420,7 @@ def _check_compose_app_services(services: dict, cpu_only: bool) -> list[str]:
         where = f"compose service {name}"
         problems += _check_compose_command(where, name, svc)
         env = {k: ("" if v is None else str(v)) for k, v in (svc.get("environment") or {}).items()}
+        envs[f"compose service {name}"] = env
         problems += check_settings_env(where, env)
         volumes = _volume_targets(svc)
         artifact_dir = env.get("REALRAG_ARTIFACT_DIR")
@@ -419,6 +452,37 @@ def _check_compose_app_services(services: dict, cpu_only: bool) -> list[str]:
                 pass  # already reported by check_settings_env
     if len(artifact_sources) > 1:
         problems.append(f"compose: gateway, retriever and worker mount different artefact volumes {sorted(artifact_sources)}")
+    problems += check_artifact_store_settings(envs, internal_hosts=set(services))
+    return problems
+
+
+ARTIFACT_STORE_FIELDS = ("artifact_store", "s3_bucket", "s3_prefix", "s3_endpoint_url")
+
+
+def check_artifact_store_settings(envs: dict[str, dict[str, str]], internal_hosts: set[str]) -> list[str]:
+    """Gateway, retriever and worker use one artefact store (what the worker writes, the gateway
+    serves and the retriever's corpus keys point into), and presigned URLs name a host clients reach.
+
+    `envs`: where -> the environment of one app container; `internal_hosts`: names that resolve only
+    inside the stack (compose services, Kubernetes Services)."""
+    problems = []
+    stores: dict[str, tuple] = {}
+    for where, env in envs.items():
+        try:
+            settings = build_settings(env)
+        except Exception:
+            continue  # reported by check_settings_env
+        stores[where] = tuple(getattr(settings, name) for name in ARTIFACT_STORE_FIELDS)
+        if settings.artifact_store != "s3":
+            continue
+        signing = settings.s3_public_endpoint_url or settings.s3_endpoint_url
+        host = (urlsplit(signing).hostname or "") if signing else ""
+        if host and (host in internal_hosts or host.split(".")[0] in internal_hosts or host.endswith((".svc", ".svc.cluster.local"))):
+            problems.append(f"{where}: presigned URLs would be signed for {signing}, which only the stack's own containers "
+                            "resolve; set REALRAG_S3_PUBLIC_ENDPOINT_URL to the address clients reach")
+    if len(set(stores.values())) > 1:
+        shown = "; ".join(f"{where}: {dict(zip(ARTIFACT_STORE_FIELDS, value, strict=True))}" for where, value in stores.items())
+        problems.append(f"gateway, retriever and worker must use the same artefact store ({shown})")
     return problems
 
 
@@ -536,6 +600,31 @@ def copy_k8s_tree(workdir: Path) -> Path:
     return target
 
 
+# What a user's overlay sets next to the object-store component (docs/deploy.md, "Object storage").
+OBJECT_STORE_CONFIG = {"REALRAG_S3_BUCKET": "my-realrag-images", "REALRAG_S3_REGION": "eu-west-1", "REALRAG_S3_PREFIX": "realrag/"}
+
+
+def overlay_with_components(tree: Path, overlay: str, components: Iterable[str], namespace: str,
+                            config: dict[str, str] | None = None) -> Path:
+    """A user's overlay in `tree` (a copy_k8s_tree) on top of `overlay` that adds components and
+    merges `config` into the ConfigMap realrag-config."""
+    directory = tree / "overlays" / f"{overlay}-{'-'.join(components)}"
+    directory.mkdir(exist_ok=True)
+    listed = "".join(f"  - ../../components/{name}\n" for name in components)
+    literals = "".join(f"      - {key}={value}\n" for key, value in (config or {}).items())
+    merge = f"configMapGenerator:\n  - name: realrag-config\n    behavior: merge\n    literals:\n{literals}" if literals else ""
+    (directory / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"namespace: {namespace}\nresources:\n  - ../{overlay}\ncomponents:\n{listed}{merge}")
+    return directory
+
+
+def overlay_namespace(docs: list[dict]) -> str:
+    """The namespace an overlay deploys into (that of its gateway Deployment)."""
+    gateway = _component_deployment(docs, "gateway")
+    return str((gateway or {}).get("metadata", {}).get("namespace") or "default")
+
+
 def render_kustomize(directory: Path) -> list[dict]:
     return parse_manifests(_run([kubectl_binary(), "kustomize", directory]))
 
@@ -651,7 +740,24 @@ def check_k8s(docs: list[dict], gpu: bool = True) -> list[str]:
     problems += _check_scaling_and_budgets(docs)
     problems += _check_network_policies(docs)
     problems += _check_app_settings(docs)
+    problems += _check_service_accounts(docs)
     problems += _check_qdrant(docs)
+    return problems
+
+
+def _check_service_accounts(docs: list[dict]) -> list[str]:
+    """A pod's ServiceAccount is part of the overlay, in the pod's namespace (else the pod is never created)."""
+    problems = []
+    accounts = {(d["metadata"].get("namespace"), d["metadata"]["name"]) for d in _find(docs, "ServiceAccount")}
+    for doc in docs:
+        spec = _pod_spec(doc)
+        name = (spec or {}).get("serviceAccountName")
+        if not name or name == "default":
+            continue
+        namespace = doc["metadata"].get("namespace")
+        if (namespace, name) not in accounts:
+            problems.append(f"{doc['kind']}/{doc['metadata']['name']}: ServiceAccount {name!r} is not part of the overlay in "
+                            f"namespace {namespace!r} (a component added without `namespace:` in the overlay?)")
     return problems
 
 
@@ -986,14 +1092,41 @@ def _peer_components(selector: dict) -> set[str] | None:
 
 def _check_app_settings(docs: list[dict]) -> list[str]:
     problems = []
+    envs: dict[str, dict[str, str]] = {}
+    claims: dict[str, str | None] = {}
     for component in APP_SERVICES:
         deployment = _component_deployment(docs, component)
         if deployment is None:
             problems.append(f"the {component} Deployment is missing")
             continue
+        where = f"Deployment/{deployment['metadata']['name']}"
         container = _pod_spec(deployment)["containers"][0]
-        problems += check_settings_env(f"Deployment/{deployment['metadata']['name']}", _container_env(docs, container))
+        env = _container_env(docs, container)
+        envs[where] = env
+        problems += check_settings_env(where, env)
+        with contextlib.suppress(Exception):  # invalid settings: reported above
+            settings = build_settings(env)
+            if settings.artifact_store == "local":
+                claims[where] = _claim_at(_pod_spec(deployment), container, str(settings.artifact_root))
+    problems += check_artifact_store_settings(envs, internal_hosts={s["metadata"]["name"] for s in _find(docs, "Service")})
+    for where, claim in claims.items():
+        if claim is None:  # the access mode is the overlay's choice (single-node clusters use ReadWriteOnce)
+            problems.append(f"{where}: the local artefact store (REALRAG_ARTIFACT_DIR) must be on the shared "
+                            "ReadWriteMany PVC: per-pod storage splits corpus and outputs between pods (or use "
+                            "REALRAG_ARTIFACT_STORE=s3, deploy/k8s/components/object-store)")
+    if len({c for c in claims.values() if c}) > 1:
+        problems.append(f"gateway, retriever and worker mount different artefact PVCs {sorted({c for c in claims.values() if c})}")
     return problems
+
+
+def _claim_at(spec: dict, container: dict, path: str) -> str | None:
+    """The PVC mounted at (or above) `path` in the container, or None."""
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    for mount in container.get("volumeMounts") or []:
+        root = mount["mountPath"].rstrip("/")
+        if path == root or path.startswith(root + "/"):
+            return (volumes.get(mount["name"], {}).get("persistentVolumeClaim") or {}).get("claimName")
+    return None
 
 
 def _check_qdrant(docs: list[dict]) -> list[str]:
@@ -1291,8 +1424,9 @@ import importlib, importlib.abc, pkgutil, sys
 BLOCKED = set(sys.argv[1].split(","))
 class Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"No module named {name!r} (not in the gateway image)")
+        if name.split(".")[0] in BLOCKED:  # what Python raises for an absent module: optional imports
+            # (`try: import sniffio except ModuleNotFoundError`) behave as in the real image
+            raise ModuleNotFoundError(f"No module named {name!r} (not in the gateway image)", name=name)
         return None
 sys.meta_path.insert(0, Blocker())
 import services
@@ -1370,6 +1504,10 @@ def run_all() -> list[str]:
         cpu_source = load_compose_source(COMPOSE_CPU_OVERRIDE)
         problems += check_compose_secrets(cpu_source, COMPOSE_CPU_OVERRIDE.name)
         problems += check_compose(render_compose([*COMPOSE_FILES, COMPOSE_CPU_OVERRIDE]), source, cpu_only=True)
+        minio_source = load_compose_source(COMPOSE_MINIO_OVERRIDE)
+        problems += check_compose_secrets(minio_source, COMPOSE_MINIO_OVERRIDE.name)
+        problems += check_compose(render_compose([*COMPOSE_FILES, COMPOSE_MINIO_OVERRIDE]), source)
+        problems += check_compose(render_compose([*COMPOSE_FILES, COMPOSE_CPU_OVERRIDE, COMPOSE_MINIO_OVERRIDE]), source, cpu_only=True)
     except ToolError as exc:
         problems.append(f"compose: {exc}")
     problems += check_k8s_sources()
@@ -1383,6 +1521,16 @@ def run_all() -> list[str]:
                 continue
             problems += [f"[{overlay}] {p}" for p in validate_schemas(docs)]
             problems += [f"[{overlay}] {p}" for p in check_k8s(docs, gpu=overlay in GPU_OVERLAYS)]
+            if overlay in OBJECT_STORE_OVERLAYS:
+                name = f"{overlay}+{OBJECT_STORE_COMPONENT}"
+                try:
+                    with_store = render_kustomize(overlay_with_components(tree, overlay, [OBJECT_STORE_COMPONENT],
+                                                                          overlay_namespace(docs), OBJECT_STORE_CONFIG))
+                except ToolError as exc:
+                    problems.append(f"k8s overlay {name}: {exc}")
+                    continue
+                problems += [f"[{name}] {p}" for p in validate_schemas(with_store)]
+                problems += [f"[{name}] {p}" for p in check_k8s(with_store, gpu=overlay in GPU_OVERLAYS)]
     texts = {role: path.read_text() for role, path in DOCKERFILES.items()}
     for role, text in texts.items():
         problems += check_dockerfile(text, role)

@@ -13,7 +13,10 @@ def run_worker(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     argv = ["worker", "--pool", args.pool, "--concurrency", str(args.concurrency), "--queues", settings.queue_name,
-            "--loglevel", args.loglevel]
+            "--loglevel", args.loglevel,
+            # mingle syncs revoked task ids between workers (we cancel through the job store) and
+            # costs a second on every broker reconnection, in the way of job recovery
+            "--without-mingle"]
     if args.hostname:
         argv += ["--hostname", args.hostname]
     app.worker_main(argv)

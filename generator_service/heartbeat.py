@@ -14,12 +14,23 @@ from pathlib import Path
 
 from services.files import atomic_write_text
 
-_state: dict = {"consuming": False, "model_loaded": False}
+FLAGS = ("consuming", "model_loaded")
+# The flags this process knows: the main process learns `consuming`, a pool child `model_loaded`.
+_state: dict = {}
 
 
 def touch(path: Path, **state) -> None:
+    """Beat now. Each worker process writes the flags it knows and keeps the others' from the file,
+    so the main process and its children do not overwrite each other's readiness."""
     _state.update(state)
-    atomic_write_text(path, json.dumps({**_state, "ts": time.time(), "pid": os.getpid()}))
+    previous = read(path) or {}
+    flags = {flag: bool(previous.get(flag, False)) for flag in FLAGS}
+    atomic_write_text(path, json.dumps({**flags, **_state, "ts": time.time(), "pid": os.getpid()}))
+
+
+def reset(path: Path) -> None:
+    """A worker starting: nothing consumed, no model loaded, whatever an earlier run left behind."""
+    atomic_write_text(path, json.dumps({**dict.fromkeys(FLAGS, False), "ts": time.time(), "pid": os.getpid()}))
 
 
 def read(path: Path) -> dict | None:

@@ -11,9 +11,10 @@ import os
 import socket
 import time
 
+import redis
 from PIL import Image
 
-from services.artifacts import LocalArtifactStore
+from services.artifacts import ArtifactStore, artifact_store
 from services.jobs import JobStore
 from services.schemas import GenerateTask, Job, JobError, JobStatus, OutputImage, Progress
 from services.settings import Settings
@@ -36,7 +37,7 @@ def _fail(store: JobStore, job_id: str, code: str, message: str) -> Job:
     return store.transition(job_id, JobStatus.failed, error=JobError(code=code, message=message))
 
 
-def _load_references(store: LocalArtifactStore, uris: list[str]) -> list[Image.Image]:
+def _load_references(store: ArtifactStore, uris: list[str]) -> list[Image.Image]:
     return [Image.open(io.BytesIO(store.get(uri))).convert("RGB") for uri in uris]
 
 
@@ -86,6 +87,8 @@ def run_job(task: GenerateTask, jobs: JobStore, settings: Settings) -> JobStatus
 
     try:
         job = _generate(task, jobs, settings, job)
+    except (redis.ConnectionError, redis.TimeoutError):
+        raise  # Redis is unreachable: the job is not failed, its message goes back (tasks.generate)
     except JobCanceled:
         job = jobs.transition(task.job_id, JobStatus.canceled)
     except ValueError as exc:  # the family refused the inputs (size, reference count, ...)
@@ -103,7 +106,7 @@ def run_job(task: GenerateTask, jobs: JobStore, settings: Settings) -> JobStatus
 
 
 def _generate(task: GenerateTask, jobs: JobStore, settings: Settings, job: Job) -> Job:
-    artifacts = LocalArtifactStore(settings.artifact_root)
+    artifacts = artifact_store(settings)
     generator, load_s = get_generator(task.model, settings)
     heartbeat.touch(settings.heartbeat_path, model_loaded=True)
     references = _load_references(artifacts, task.reference_uris)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 
+import redis
 from celery import signals
+from celery.exceptions import Reject
 
 from services.jobs import JobStore
 from services.schemas import GenerateTask
 from services.settings import get_settings
 
-from . import heartbeat
+from . import heartbeat, recovery
 from .celery_app import GENERATE_TASK, app
 
 log = logging.getLogger(__name__)
@@ -33,13 +35,24 @@ def job_store() -> JobStore:
 def generate(task: GenerateTask) -> str | None:
     from .runner import run_job  # imports torch; only ever in the worker
 
-    status = run_job(task, job_store(), get_settings())
+    try:
+        status = run_job(task, job_store(), get_settings())
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        # The job store is unreachable: that is no verdict on the job. Put the message back (or, with
+        # the broker down too, leave it to recovery.py) instead of acking a job nobody will finish.
+        log.warning("job %s: Redis unreachable (%s); requeueing it", task.job_id, exc)
+        raise Reject(f"job store unreachable: {exc}", requeue=True) from exc
     return status.value if status else None
 
 
 @app.task(name=HEARTBEAT_TASK, ignore_result=True, acks_late=False)
 def heartbeat_task() -> None:
     heartbeat.touch(get_settings().heartbeat_path)
+
+
+@signals.worker_init.connect
+def _reset_heartbeat(**_) -> None:
+    heartbeat.reset(get_settings().heartbeat_path)
 
 
 @signals.worker_process_init.connect
@@ -73,6 +86,18 @@ def _start_heartbeat(sender=None, **_) -> None:
     threading.Thread(target=loop, name="realrag-heartbeat", daemon=True).start()
 
 
+@signals.worker_ready.connect
+def _start_recovery(sender=None, **_) -> None:
+    """Lease the messages this worker holds and requeue orphaned ones (recovery.py): now, on every
+    reconnection and every REALRAG_WORKER_LEASE_S / 5 seconds."""
+    settings = get_settings()
+    hostname = getattr(sender, "hostname", None) or "worker"
+    recovery.start(
+        app, settings.queue_name, GENERATE_TASK, settings.worker_lease_s, settings.visibility_timeout_s, hostname
+    )
+
+
 @signals.task_received.connect
 def _on_received(**_) -> None:
     heartbeat.touch(get_settings().heartbeat_path, consuming=True)
+    recovery.wake()  # lease the new message now

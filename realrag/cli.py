@@ -43,6 +43,8 @@ def cmd_retriever(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the stack and supervise it: a crashed child is restarted with backoff; exit 1 when one
+    keeps crashing (realrag.stack.RestartPolicy), 0 on Ctrl-C / SIGTERM."""
     import signal
 
     from realrag.stack import Stack, console
@@ -55,11 +57,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with Stack(s, s.data_dir / "logs").start() as stack:
         console.print(f"RealRAG is up: {stack.gateway_url}/playground  (Ctrl-C to stop)")
         try:
-            while all(p.poll() is None for p in stack.processes.values()):
-                time.sleep(1)
+            return stack.supervise()
         except KeyboardInterrupt:
-            pass
-    return 0
+            return 0
 
 
 def read_manifest(path: Path) -> list[dict]:

@@ -18,6 +18,7 @@ import httpx
 from rich.console import Console
 
 from realrag.stack import Stack
+from services.artifacts import artifact_store
 from services.settings import Settings
 
 console = Console()
@@ -89,10 +90,11 @@ def run_demo(settings: Settings) -> int:
     print(json.dumps(job, indent=2))
     if job["status"] != "succeeded":
         return 1
+    store = artifact_store(settings)
     for ref in job["references"]:
-        path = (settings.artifact_root / ref["image_uri"]).resolve()
+        path = store.location(ref["image_uri"])
         print(f"reference: {ref['label']} ({ref['object_id']}), score {ref['score']:.3f}: {path}")
     for out in job["outputs"]:
-        print(f"output: {(settings.artifact_root / out['uri']).resolve()}")
+        print(f"output: {store.location(out['uri'])}")
     console.print(f"make run wall time: {time.perf_counter() - started:.1f}s")
     return 0

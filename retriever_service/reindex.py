@@ -146,17 +146,22 @@ def explain_engine_errors(settings: Settings) -> Iterator[None]:
 
 
 def _copy(index: VectorIndex, target: str, points: list[IndexedPoint], encoder, store, space: str) -> None:
+    import io
+
     from PIL import Image
+
+    from services.artifacts import ArtifactNotFound
 
     images = []
     for point in points:
         uri = point.payload.get("image_uri")
         if not uri:
             raise ReindexError(f"point {point.id} has no image_uri; cannot re-embed it")
-        path = store.path(uri)
-        if not path.is_file():
-            raise ReindexError(f"point {point.id}: image {uri} is missing from the artifact store {store.root}")
-        with Image.open(path) as image:
+        try:
+            data = store.get(uri)
+        except ArtifactNotFound as exc:
+            raise ReindexError(f"point {point.id}: image {uri} is missing from the artifact store ({store.location(uri)})") from exc
+        with Image.open(io.BytesIO(data)) as image:
             images.append(image.convert("RGB"))
     vectors = encoder.encode_images(images)
     index.upsert(
@@ -177,7 +182,7 @@ def reindex(
     hook: ProgressHook | None = None,
 ) -> ReindexResult:
     """Deploy `checkpoint`'s image space behind the alias (see the module docstring)."""
-    from services.artifacts import LocalArtifactStore
+    from services.artifacts import artifact_store
 
     from .progress import progress
 
@@ -200,7 +205,7 @@ def reindex(
     if current_space == space and not force:
         return ReindexResult(str(weights), space, current, None, rebuilt=False, seconds=time.perf_counter() - started)
 
-    store = LocalArtifactStore(settings.artifact_root)
+    store = artifact_store(settings)
     target = next_version_name(index.alias, index.collections())
     index.create_collection(target, encoder.dim)
     copied: set[str] = set()

@@ -10,7 +10,7 @@ from typing import Any
 
 from PIL import Image
 
-from services.artifacts import LocalArtifactStore
+from services.artifacts import artifact_store
 from services.images import decode_image, to_png
 from services.registry import get_spec
 from services.schemas import CorpusImage, IngestResponse, RetrieverInfo, SearchHit, SearchRequest, SearchResponse
@@ -57,7 +57,7 @@ class Retriever:
             batch_size=settings.encoder_batch_size,
         )
         self.index = index or open_index(settings)
-        self.store = LocalArtifactStore(settings.artifact_root)
+        self.store = artifact_store(settings)
         self.collection = self.index.ensure(self.encoder.dim)
         self._towers: dict[str, ClipEncoder] = {}
         self._towers_lock = threading.Lock()

@@ -1,6 +1,10 @@
 """Authoritative job records in Redis (JSON per job, with a TTL), plus cancel flags, delivery
 counters and idempotency keys.
 
+Every write bumps the record's `version` and publishes the new record on the job's channel
+(`realrag:job-events:<id>`) in the same transaction, so subscribers (the gateway's server-sent
+events) are pushed each change in order; deleting a record publishes an empty message.
+
 Celery only transports work; nothing here reads Celery's result state.
 """
 
@@ -46,6 +50,11 @@ class JobStore:
     def idempotency_key(key: str) -> str:
         return f"{PREFIX}:idem:{key}"
 
+    @staticmethod
+    def events_channel(job_id: str) -> str:
+        """Pub/sub channel carrying the job's record (JSON) after each write; '' once it is deleted."""
+        return f"{PREFIX}:job-events:{job_id}"
+
     # --- records -------------------------------------------------------------------------
     def create(self, job: Job) -> bool:
         """Store a new job; False if the id is taken (the caller decides whether that's a replay)."""
@@ -56,7 +65,9 @@ class JobStore:
         return Job.model_validate_json(raw) if raw else None
 
     def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
-        """Apply `change` atomically (optimistic WATCH/MULTI); `change` returns None to skip."""
+        """Apply `change` atomically (optimistic WATCH/MULTI); `change` returns None to skip.
+
+        A write bumps `version` and publishes the new record on `events_channel` in the same MULTI."""
         key = self.job_key(job_id)
         with self.redis.pipeline() as pipe:
             while True:
@@ -66,13 +77,17 @@ class JobStore:
                     if raw is None:
                         raise JobNotFound(job_id)
                     job = Job.model_validate_json(raw)
+                    version = job.version
                     changed = change(job)
                     if changed is None:
                         pipe.unwatch()
                         return job
                     changed.updated_at = time.time()
+                    changed.version = version + 1
+                    record = changed.model_dump_json()
                     pipe.multi()
-                    pipe.set(key, changed.model_dump_json(), keepttl=True)
+                    pipe.set(key, record, keepttl=True)
+                    pipe.publish(self.events_channel(job_id), record)
                     pipe.execute()
                     return changed
                 except redis.WatchError:
@@ -92,7 +107,10 @@ class JobStore:
         return self.update(job_id, change)
 
     def delete(self, job_id: str) -> None:
-        self.redis.delete(self.job_key(job_id), self.cancel_key(job_id), self.deliveries_key(job_id))
+        with self.redis.pipeline() as pipe:
+            pipe.delete(self.job_key(job_id), self.cancel_key(job_id), self.deliveries_key(job_id))
+            pipe.publish(self.events_channel(job_id), "")
+            pipe.execute()
 
     # --- cancel, deliveries, idempotency --------------------------------------------------
     def request_cancel(self, job_id: str) -> None:
@@ -116,6 +134,11 @@ class JobStore:
             return job_id
         bound = self.redis.get(rkey)  # str: the client decodes responses
         return str(bound) if bound else job_id
+
+    def idempotency_binding(self, key: str) -> str | None:
+        """The job id `key` is bound to, if any (a read only: claim_idempotency_key binds)."""
+        bound = self.redis.get(self.idempotency_key(key))
+        return str(bound) if bound else None
 
     def release_idempotency_key(self, key: str, job_id: str) -> None:
         rkey = self.idempotency_key(key)

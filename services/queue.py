@@ -4,8 +4,10 @@ Task names, the Celery configuration derived from the one Settings object, and a
 the gateway that knows no task code (it sends by name). Torch-free and worker-free.
 
 Reliability: one task reserved per process (prefetch 1 + late ack), a message whose worker child
-died is requeued, and the job store caps redeliveries (runner.py). Redis redelivers unacked
-messages after the visibility timeout, so Settings insists it exceeds the hard time limit.
+died is requeued, and the job store caps redeliveries (runner.py). A message whose whole worker
+died or lost Redis is requeued by the workers' lease sweep within seconds
+(generator_service/recovery.py); Redis itself redelivers unacked messages only after the visibility
+timeout, the last resort, so Settings insists it exceeds the hard time limit.
 """
 
 from __future__ import annotations

@@ -1,11 +1,16 @@
 """The one settings object every RealRAG process reads (env prefix ``REALRAG_``).
 
 Gateway, retriever, worker, CLI and the compose/Kubernetes manifests all read these same names, so a
-value set once in ``.env`` means the same thing everywhere. Nothing here imports torch.
+value means the same thing everywhere. Nothing here imports torch.
+
+Besides the environment, a dotenv file is read: ``.env`` in the working directory (``realrag serve``),
+or the file named by ``REALRAG_ENV_FILE`` (empty: none). The tests set it empty (tests/conftest.py),
+so a developer's ``.env`` never reaches them; docker compose has its own file (deploy/compose.env).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -17,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="REALRAG_",
-        env_file=".env",
+        env_file=os.environ.get("REALRAG_ENV_FILE", ".env") or None,
         env_ignore_empty=True,
         extra="ignore",
     )
@@ -63,7 +68,25 @@ class Settings(BaseSettings):
     task_time_limit_s: int = Field(660, ge=2)
     visibility_timeout_s: int = Field(900, ge=3)
     max_deliveries: int = Field(3, ge=1)
+    # A worker leases each message it holds; one without a lease (its worker lost Redis or died) is
+    # requeued within seconds instead of after the visibility timeout (generator_service/recovery.py).
+    worker_lease_s: float = Field(15.0, ge=1.0)
     heartbeat_file: Path | None = None
+
+    # --- Artefact store (services/artifacts.py): corpus images and generated outputs ------------
+    # local: the directory artifact_root (shared volume); s3: a bucket of any S3-compatible service.
+    artifact_store: Literal["local", "s3"] = "local"
+    s3_bucket: str = ""
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None  # MinIO, R2, https://storage.googleapis.com; unset: AWS
+    s3_public_endpoint_url: str | None = None  # presigned URLs are signed for this host when set
+    s3_region: str | None = None
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # Unset: boto3's standard chain (AWS_* variables, IRSA / Pod Identity, instance profile).
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_presign_ttl_s: int = Field(3_600, ge=1, le=604_800)  # SigV4 allows at most 7 days
+    s3_timeout_s: float = Field(10.0, gt=0)
 
     # --- Gateway ---------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
@@ -77,6 +100,8 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_allow_private: bool = False
     sync_wait_timeout_s: float = Field(300.0, gt=0)
+    sse_ping_s: float = Field(15.0, gt=0)
+    sse_send_timeout_s: float = Field(30.0, gt=0)
 
     # --- Limits (every one is a 4xx when exceeded) ------------------------------------------
     max_prompt_chars: int = Field(1_000, ge=1)
@@ -87,6 +112,7 @@ class Settings(BaseSettings):
     max_guidance: float = Field(30.0, gt=0)
     max_top_k: int = Field(4, ge=0)
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=1)
     max_search_results: int = Field(50, ge=1)
 
@@ -99,6 +125,16 @@ class Settings(BaseSettings):
             )
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        return self
+
+    @model_validator(mode="after")
+    def _check_artifact_store(self) -> Settings:
+        if self.artifact_store == "s3" and not self.s3_bucket:
+            raise ValueError("artifact_store=s3 needs s3_bucket (REALRAG_S3_BUCKET)")
+        if any(part in (".", "..") for part in self.s3_prefix.split("/")) or any(ch in self.s3_prefix for ch in "\\\0"):
+            raise ValueError(f"s3_prefix {self.s3_prefix!r} is not a key prefix (a/b/, no '..', no backslash)")
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("set both s3_access_key_id and s3_secret_access_key, or neither (boto3's credential chain)")
         return self
 
     # Derived paths: one data_dir, everything else under it unless set explicitly.

@@ -82,4 +82,6 @@ def notify_job(job, settings) -> bool:
     if not url or not job.status.terminal:
         return False
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-    return deliver(url, f"generation.{job.status.value}", job.model_dump(mode="json"), secret, settings.webhook_allow_private)
+    # the same public view as the gateway's: no worker host:pid, no request digest
+    payload = job.model_dump(mode="json", exclude={"request_hash", "worker"})
+    return deliver(url, f"generation.{job.status.value}", payload, secret, settings.webhook_allow_private)

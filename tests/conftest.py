@@ -17,6 +17,14 @@ TINY_CLIP = str(REPO / "retriever_service" / "configs" / "tiny-clip.json")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Tests never read the developer's .env: REALRAG_ENV_FILE="" means no dotenv file
+# (services/settings.py), here and in every process the tests start (they inherit it). Set before the
+# first import of services.settings; the model_config line covers a plugin that imported it earlier.
+os.environ["REALRAG_ENV_FILE"] = ""
+
+from services.settings import Settings  # noqa: E402
+
+Settings.model_config["env_file"] = None
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from services.settings import Settings
 
-from .base import CollectionMissing, IndexedPoint, ScoredHit, VectorIndex, next_version_name
+from .base import CollectionMissing, IndexedPoint, InvalidFilter, ScoredHit, VectorIndex, next_version_name
 
 
 def open_index(settings: Settings) -> VectorIndex:
@@ -25,6 +25,7 @@ def open_index(settings: Settings) -> VectorIndex:
 __all__ = [
     "CollectionMissing",
     "IndexedPoint",
+    "InvalidFilter",
     "ScoredHit",
     "VectorIndex",
     "next_version_name",

@@ -33,6 +33,10 @@ class CollectionMissing(LookupError):
     """The alias points at no collection yet (nothing ingested)."""
 
 
+class InvalidFilter(ValueError):
+    """A payload filter the engine cannot express (the caller's error: a 4xx, never a crash)."""
+
+
 class VectorIndex(Protocol):
     alias: str
 
@@ -75,6 +79,14 @@ class VectorIndex(Protocol):
     def scroll(self, batch_size: int = 256, with_vectors: bool = False) -> Iterator[IndexedPoint]: ...
 
     def close(self) -> None: ...
+
+
+def describe_filter_value(value: Any) -> str:
+    """A filter value named by its type, for error messages (the value itself may be huge or unprintable)."""
+    if isinstance(value, (list, tuple)):
+        kinds = sorted({type(v).__name__ for v in value})
+        return f"a list of {', '.join(kinds) or 'nothing'}"
+    return f"a {type(value).__name__}"
 
 
 def next_version_name(alias: str, existing: list[str]) -> str:

@@ -37,20 +37,25 @@ from qdrant_edge import (
 
 from services.files import atomic_write_text
 
-from .base import INDEXED_FIELDS, CollectionMissing, IndexedPoint, ScoredHit, next_version_name
+from .base import INDEXED_FIELDS, CollectionMissing, IndexedPoint, InvalidFilter, ScoredHit, describe_filter_value, next_version_name
 
 VECTOR = "retrieval"
 
 
 def to_filter(conditions: dict[str, Any] | None) -> Filter | None:
+    """Equality conditions as an edge Filter; InvalidFilter for what the engine refuses (a float, a
+    nested object, a key that is no JSON path, text that is not valid Unicode)."""
     if not conditions:
         return None
     must: list[Any] = []
     for key, value in conditions.items():
-        if isinstance(value, (list, tuple)):
-            must.append(FieldCondition(key=key, match=MatchAny(any=list(value))))
-        else:
-            must.append(FieldCondition(key=key, match=MatchValue(value=value)))
+        try:
+            if isinstance(value, (list, tuple)):
+                must.append(FieldCondition(key=key, match=MatchAny(any=list(value))))
+            else:
+                must.append(FieldCondition(key=key, match=MatchValue(value=value)))
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise InvalidFilter(f"{key!r}: {describe_filter_value(value)} cannot be matched") from exc
     return Filter(must=must)
 
 

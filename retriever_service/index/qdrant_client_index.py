@@ -13,20 +13,24 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-from .base import INDEXED_FIELDS, CollectionMissing, IndexedPoint, ScoredHit, next_version_name
+from .base import INDEXED_FIELDS, CollectionMissing, IndexedPoint, InvalidFilter, ScoredHit, describe_filter_value, next_version_name
 
 VECTOR = "retrieval"
 
 
 def to_filter(conditions: dict[str, Any] | None) -> models.Filter | None:
+    """Equality conditions as a Qdrant Filter; InvalidFilter for values Qdrant cannot match."""
     if not conditions:
         return None
     must: list[models.Condition] = []
     for key, value in conditions.items():
-        if isinstance(value, (list, tuple)):
-            must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(value))))
-        else:
-            must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+        try:
+            if isinstance(value, (list, tuple)):
+                must.append(models.FieldCondition(key=key, match=models.MatchAny(any=list(value))))
+            else:
+                must.append(models.FieldCondition(key=key, match=models.MatchValue(value=value)))
+        except ValueError as exc:  # pydantic's ValidationError is a ValueError
+            raise InvalidFilter(f"{key!r}: {describe_filter_value(value)} cannot be matched") from exc
     return models.Filter(must=must)
 
 

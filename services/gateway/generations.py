@@ -36,7 +36,8 @@ from services.webhooks import WebhookRejected, check_target, notify_job
 
 from .retriever_client import RetrieverClient
 
-JOB_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# \A...\Z: a full match whether used with .match or .fullmatch (`$` also matches before a final "\n")
+JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 
 
 @dataclass
@@ -132,9 +133,15 @@ class GenerationService:
     def submit(
         self, body: GenerationRequest, job_id: str | None = None, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
-        """Create and enqueue a job; returns (job, created). Replays return the existing job."""
-        resolved = resolve(body, self.settings)
+        """Create and enqueue a job; returns (job, created). Replays return the existing job.
+
+        A replay (same Idempotency-Key or same id, same body) is answered first, before the limits
+        and the queue-depth check, so a retry of an accepted request gets its job, never a 429."""
         digest = request_hash(body)
+        replayed = self._existing(job_id, idempotency_key)
+        if replayed is not None:
+            return self._replay(replayed, digest), False
+        resolved = resolve(body, self.settings)
         job_id = job_id or str(uuid.uuid4())
         self._check_queue_depth()
         if idempotency_key:
@@ -186,6 +193,14 @@ class GenerationService:
                 raise ApiError(503, "broker_unavailable", "the job queue (Redis) is unreachable") from exc
             raise
         return job, True
+
+    def _existing(self, job_id: str | None, idempotency_key: str | None) -> str | None:
+        """The id of the job this request would replay, if it was accepted before."""
+        if idempotency_key:
+            return self.jobs.idempotency_binding(idempotency_key)
+        if job_id and self.jobs.redis.exists(self.jobs.job_key(job_id)):
+            return job_id
+        return None
 
     def _replay(self, job_id: str, digest: str) -> Job:
         existing = self.jobs.get(job_id)

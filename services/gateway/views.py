@@ -1,20 +1,32 @@
-"""What clients see of a job: the record plus URLs for every image."""
+"""What clients see of a job: the record plus URLs for every image, without internal fields."""
 
 from __future__ import annotations
 
+from services.artifacts import direct_url
 from services.schemas import Job
 from services.settings import Settings
 
+# kept in the Redis record, logs and metrics; never shown to clients (the worker's host:pid and the
+# request digest used for idempotent replays)
+PRIVATE_JOB_FIELDS = frozenset({"request_hash", "worker"})
 
-def artifact_url(settings: Settings, uri: str) -> str:
-    return f"{settings.public_base_url.rstrip('/')}/v1/artifacts/{uri}"
+
+def artifact_url(settings: Settings, uri: str, base_url: str = "") -> str:
+    """The URL of an artifact: under REALRAG_PUBLIC_BASE_URL when set, else under `base_url` (the
+    request's own, for absolute URLs), else relative to the gateway. With the S3 store: a presigned
+    bucket URL valid for REALRAG_S3_PRESIGN_TTL_S (a fresh one at every read of the view)."""
+    presigned = direct_url(settings, uri)
+    if presigned:
+        return presigned
+    base = settings.public_base_url or base_url
+    return f"{base.rstrip('/')}/v1/artifacts/{uri}"
 
 
-def job_view(job: Job, settings: Settings) -> dict:
-    view = job.model_dump(mode="json", exclude={"request_hash"})
+def job_view(job: Job, settings: Settings, base_url: str = "") -> dict:
+    view = job.model_dump(mode="json", exclude=set(PRIVATE_JOB_FIELDS))
     for ref in view["references"]:
-        ref["image_url"] = artifact_url(settings, ref["image_uri"])
+        ref["image_url"] = artifact_url(settings, ref["image_uri"], base_url)
     for out in view["outputs"]:
-        out["url"] = artifact_url(settings, out["uri"])
+        out["url"] = artifact_url(settings, out["uri"], base_url)
     view["progress"]["fraction"] = job.progress.fraction
     return view

@@ -26,6 +26,16 @@ def compose_cpu() -> dict:
 
 
 @pytest.fixture(scope="session")
+def compose_minio() -> dict:
+    return v.render_compose([*v.COMPOSE_FILES, v.COMPOSE_MINIO_OVERRIDE])
+
+
+@pytest.fixture(scope="session")
+def compose_cpu_minio() -> dict:
+    return v.render_compose([*v.COMPOSE_FILES, v.COMPOSE_CPU_OVERRIDE, v.COMPOSE_MINIO_OVERRIDE])
+
+
+@pytest.fixture(scope="session")
 def k8s_tree(tmp_path_factory) -> Path:
     return v.copy_k8s_tree(tmp_path_factory.mktemp("k8s"))
 
@@ -33,6 +43,20 @@ def k8s_tree(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def rendered_overlays(k8s_tree) -> dict[str, list[dict]]:
     return {name: v.render_kustomize(k8s_tree / "overlays" / name) for name in (*v.GPU_OVERLAYS, *v.CPU_OVERLAYS)}
+
+
+@pytest.fixture(scope="session")
+def object_store_overlays(k8s_tree, rendered_overlays) -> dict[str, list[dict]]:
+    """The overlays of OBJECT_STORE_OVERLAYS with the object-store component, as a user adds it."""
+    return {name: v.render_kustomize(v.overlay_with_components(k8s_tree, name, [v.OBJECT_STORE_COMPONENT],
+                                                               v.overlay_namespace(rendered_overlays[name]), v.OBJECT_STORE_CONFIG))
+            for name in v.OBJECT_STORE_OVERLAYS}
+
+
+@pytest.fixture
+def eks_s3(object_store_overlays) -> list[dict]:
+    """A private deep copy of EKS + object store, for tests that plant a mistake in it."""
+    return copy.deepcopy(object_store_overlays["eks"])
 
 
 @pytest.fixture

@@ -99,11 +99,11 @@ WORKER_GPU = "    deploy: *gpu\n    # Longer than"
                      "redis: no restart policy", id="bad-restart-value"),
         pytest.param("      test: [\"CMD-SHELL\", \"redis-cli ping | grep -q PONG\"]", "      disable: true",
                      "redis: no healthcheck", id="healthcheck-disabled"),
-        pytest.param("redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD in .env (see deploy/compose.env.example)}@redis",
+        pytest.param("redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD in deploy/compose.env (see deploy/compose.env.example)}@redis",
                      "redis://:hunter2@redis", "literal password in a URL", id="password-in-url"),
-        pytest.param("  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:?set QDRANT_API_KEY in .env (see deploy/compose.env.example)}",
-                     "  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:-s3cret}", "REALRAG_QDRANT_API_KEY holds a literal secret",
-                     id="secret-as-default"),
+        pytest.param("  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:?set QDRANT_API_KEY in deploy/compose.env (see deploy/"
+                     "compose.env.example)}", "  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:-s3cret}",
+                     "REALRAG_QDRANT_API_KEY holds a literal secret", id="secret-as-default"),
         pytest.param("image: redis:8.2.2-alpine", "image: redis:latest", "redis: image 'redis:latest' is not pinned",
                      id="unpinned-image"),
         pytest.param("      qdrant:\n        condition: service_healthy", "      qdrant:\n        condition: service_started",
@@ -131,6 +131,9 @@ WORKER_GPU = "    deploy: *gpu\n    # Longer than"
         pytest.param('test: ["CMD", "python", "-m", "generator_service", "probe", "--readiness"]',
                      'test: ["CMD", "realrag", "probe", "worker", "--readiness"]',
                      "worker: the healthcheck must run `python -m generator_service probe`", id="worker-cli-healthcheck"),
+        # The stack reads its own env file, never the developer's .env (`realrag serve`'s settings).
+        pytest.param("  - path: deploy/compose.env\n", "  - path: .env\n", "env_file reads the developer's .env",
+                     id="reads-developer-dotenv"),
     ],
 )
 def test_planted_mistake_is_caught(tmp_path, old, new, expected):
@@ -156,3 +159,74 @@ def test_planted_gpu_reservation_in_cpu_override_is_caught(tmp_path):
 def test_compose_itself_rejects_an_invalid_file(tmp_path, old, new, message):
     with pytest.raises(v.ToolError, match=message):
         plant(tmp_path, old, new)
+
+
+# ---- object storage: docker-compose.minio.yml ---------------------------------------------------
+
+MINIO_TEXT = v.COMPOSE_MINIO_OVERRIDE.read_text()
+
+
+def test_minio_override_passes_every_check(compose_minio, compose_cpu_minio, compose_source):
+    assert v.check_compose_secrets(v.load_compose_source(v.COMPOSE_MINIO_OVERRIDE), v.COMPOSE_MINIO_OVERRIDE.name) == []
+    assert v.check_compose(compose_minio, compose_source) == []
+    assert v.check_compose(compose_cpu_minio, compose_source, cpu_only=True) == []
+
+
+def test_minio_override_puts_every_service_on_one_bucket(compose_minio):
+    services = compose_minio["services"]
+    stores = set()
+    for name in v.APP_SERVICES:
+        settings = v.build_settings(services[name]["environment"])
+        assert settings.artifact_store == "s3" and settings.s3_addressing_style == "path"
+        assert settings.s3_endpoint_url == "http://minio:9000"  # the services reach MinIO inside the stack,
+        assert settings.s3_public_endpoint_url == "http://localhost:9000"  # clients where it is published
+        assert settings.s3_access_key_id == "realrag-app"  # the bucket-only account, not MinIO's root
+        assert settings.s3_secret_access_key.get_secret_value() == "CHANGE-ME-s3-secret-access-key"
+        stores.add((settings.s3_bucket, settings.s3_prefix))
+        assert services[name]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
+    assert stores == {("realrag", "")}
+    assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert services["minio"]["ports"][0]["host_ip"] == "127.0.0.1"
+    assert services["minio"]["image"].startswith("quay.io/minio/minio:RELEASE.")
+
+
+def test_minio_needs_its_secrets(tmp_path):
+    env = tmp_path / "no-minio.env"
+    lines = v.COMPOSE_ENV_EXAMPLE.read_text().splitlines()
+    env.write_text("\n".join(line for line in lines if not line.startswith("S3_SECRET_ACCESS_KEY=")) + "\n")
+    v.render_compose(v.COMPOSE_FILES, env_file=env)  # the base stack does not need it
+    with pytest.raises(v.ToolError, match="S3_SECRET_ACCESS_KEY"):
+        v.render_compose([*v.COMPOSE_FILES, v.COMPOSE_MINIO_OVERRIDE], env_file=env)
+
+
+def plant_minio(tmp_path: Path, old: str, new: str) -> list[str]:
+    assert old in MINIO_TEXT, f"the planted edit no longer applies: {old!r}"
+    path = tmp_path / "docker-compose.minio.yml"
+    path.write_text(MINIO_TEXT.replace(old, new, 1))
+    return [*v.check_compose_secrets(v.load_compose_source(path), path.name),
+            *v.check_compose(v.render_compose([*v.COMPOSE_FILES, path]), v.load_compose_source(v.COMPOSE_FILES[0]))]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        pytest.param("  REALRAG_S3_PUBLIC_ENDPOINT_URL: ${DEPLOY_MINIO_PUBLIC_URL:-http://localhost:9000}\n", "",
+                     "presigned URLs would be signed for http://minio:9000", id="presigned-for-internal-host"),
+        pytest.param("  gateway:\n    environment: *s3-env\n",
+                     "  gateway:\n    environment:\n      <<: *s3-env\n      REALRAG_S3_BUCKET: other\n",
+                     "must use the same artefact store", id="gateway-on-another-bucket"),
+        pytest.param("  worker:\n    environment: *s3-env\n", "  worker:\n    environment:\n      REALRAG_ARTIFACT_STORE: local\n",
+                     "must use the same artefact store", id="worker-on-the-volume"),
+        pytest.param("  REALRAG_S3_SECRET_ACCESS_KEY: ${S3_SECRET_ACCESS_KEY:?set S3_SECRET_ACCESS_KEY in deploy/compose.env",
+                     "  REALRAG_S3_SECRET_ACCESS_KEY: ${S3_SECRET_ACCESS_KEY:-minio-secret",
+                     "REALRAG_S3_SECRET_ACCESS_KEY holds a literal secret", id="literal-s3-secret-as-default"),
+        pytest.param("    restart: on-failure\n", "    restart: unless-stopped\n",
+                     "minio-init: a one-shot service must use restart: on-failure", id="one-shot-restarted-forever"),
+        pytest.param("      minio:\n        condition: service_healthy", "      minio:\n        condition: service_completed_successfully",
+                     "depends_on minio must wait for condition service_healthy", id="waits-for-minio-to-exit"),
+        pytest.param('      test: ["CMD", "mc", "ready", "local"]', "      disable: true", "minio: no healthcheck", id="minio-unchecked"),
+    ],
+)
+def test_planted_minio_mistake_is_caught(tmp_path, old, new, expected):
+    problems = plant_minio(tmp_path, old, new)
+    assert any(expected in p for p in problems), problems

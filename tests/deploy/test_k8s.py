@@ -5,6 +5,7 @@ against deploy/validate.py's schemas) and keeps our invariants. Planted mistakes
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -184,7 +185,17 @@ PLANTED = {
         command=["realrag", "probe", "worker", "--readiness"]), "readiness must be `python -m generator_service probe --readiness`"),
     "startup-probe-is-liveness": (lambda d: container(d, "realrag-worker")["startupProbe"]["exec"].update(
         command=["python", "-m", "generator_service", "probe", "--liveness"]), "startupProbe must wait for the loaded model"),
+    # The local artefact store must be the one shared PVC: a per-pod volume splits corpus and outputs.
+    "artifacts-on-emptydir": (lambda d: _artifacts_volume(d, "realrag-worker", {"name": "artifacts", "emptyDir": {}}),
+                              "Deployment/realrag-worker: the local artefact store (REALRAG_ARTIFACT_DIR) must be on the shared"),
+    "artifacts-on-another-pvc": (lambda d: _artifacts_volume(d, "realrag-gateway", {"name": "artifacts", "persistentVolumeClaim": {
+        "claimName": "realrag-model-cache"}}), "mount different artefact PVCs"),
 }
+
+
+def _artifacts_volume(docs, deployment, volume):
+    spec = find(docs, "Deployment", deployment)["spec"]["template"]["spec"]
+    spec["volumes"] = [volume if v["name"] == "artifacts" else v for v in spec["volumes"]]
 
 
 @pytest.mark.parametrize("name", sorted(PLANTED))
@@ -251,3 +262,87 @@ def test_a_broken_kustomization_does_not_render(tree):
     shutil.rmtree(tree / "base")
     with pytest.raises(v.ToolError):
         v.render_kustomize(tree / "overlays" / "cpu")
+
+
+# ---- object storage: the object-store component on top of an overlay ----------------------------
+
+
+@pytest.mark.parametrize("overlay", v.OBJECT_STORE_OVERLAYS)
+def test_object_store_overlay_validates_and_keeps_our_invariants(object_store_overlays, overlay):
+    docs = object_store_overlays[overlay]
+    assert v.validate_schemas(docs) == []
+    assert v.check_k8s(docs, gpu=overlay in v.GPU_OVERLAYS) == []
+
+
+@pytest.mark.parametrize("overlay", v.OBJECT_STORE_OVERLAYS)
+def test_object_store_component_moves_every_service_to_the_bucket(object_store_overlays, rendered_overlays, overlay):
+    docs = object_store_overlays[overlay]
+    namespace = v.overlay_namespace(rendered_overlays[overlay])
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim" and d["metadata"]["name"] == "realrag-artifacts"]
+    (account,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    assert account["metadata"] == {**account["metadata"], "name": "realrag-artifacts", "namespace": namespace}
+    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    for name in ("realrag-gateway", "realrag-retriever", "realrag-worker"):
+        spec = find(docs, "Deployment", name)["spec"]["template"]["spec"]
+        assert spec["serviceAccountName"] == "realrag-artifacts" and spec["automountServiceAccountToken"] is False
+        assert {"name": "artifacts", "emptyDir": {"sizeLimit": "2Gi"}} in spec["volumes"]
+        settings = v.build_settings(v._container_env(docs, container(docs, name)))
+        assert (settings.artifact_store, settings.s3_bucket, settings.s3_prefix) == ("s3", "my-realrag-images", "realrag/")
+        assert settings.s3_access_key_id is None  # optional keys absent from secrets.env: boto3's chain (IRSA)
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container(docs, name)["env"] if e["name"].startswith("REALRAG_S3_")}
+        assert refs == {"REALRAG_S3_ACCESS_KEY_ID": {"name": secret["metadata"]["name"], "key": "S3_ACCESS_KEY_ID", "optional": True},
+                        "REALRAG_S3_SECRET_ACCESS_KEY": {"name": secret["metadata"]["name"], "key": "S3_SECRET_ACCESS_KEY",
+                                                         "optional": True}}
+
+
+def _config(docs) -> dict:
+    return find(docs, "ConfigMap", "realrag-config")["data"]
+
+
+PLANTED_OBJECT_STORE = {
+    "worker-on-another-bucket": (lambda d: _set_env(d, "realrag-worker", "REALRAG_S3_BUCKET", "other"),
+                                 "gateway, retriever and worker must use the same artefact store"),
+    "gateway-on-local-store": (lambda d: _set_env(d, "realrag-gateway", "REALRAG_ARTIFACT_STORE", "local"),
+                               "gateway, retriever and worker must use the same artefact store"),
+    "in-cluster-minio-without-public-endpoint": (lambda d: _config(d).update(REALRAG_S3_ENDPOINT_URL="http://minio.minio.svc:9000"),
+                                                 "presigned URLs would be signed for http://minio.minio.svc:9000"),
+    "literal-s3-secret": (lambda d: _set_env(d, "realrag-worker", "REALRAG_S3_SECRET_ACCESS_KEY", "abc"), "a secret as a literal value"),
+    "bucket-missing": (lambda d: _config(d).pop("REALRAG_S3_BUCKET"), "artifact_store=s3 needs s3_bucket"),
+    "service-account-in-no-namespace": (lambda d: find(d, "ServiceAccount", "realrag-artifacts")["metadata"].pop("namespace"),
+                                        "ServiceAccount 'realrag-artifacts' is not part of the overlay"),
+}
+
+
+def test_the_component_needs_a_bucket_from_the_overlay(k8s_tree, rendered_overlays):
+    directory = v.overlay_with_components(k8s_tree, "gpu", [v.OBJECT_STORE_COMPONENT], v.overlay_namespace(rendered_overlays["gpu"]))
+    problems = v.check_k8s(v.render_kustomize(directory))
+    assert any("artifact_store=s3 needs s3_bucket" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED_OBJECT_STORE))
+def test_planted_object_store_mistake_is_caught(eks_s3, name):
+    plant, expected = PLANTED_OBJECT_STORE[name]
+    plant(eks_s3)
+    problems = v.check_k8s(eks_s3)
+    assert any(expected in p for p in problems), problems
+
+
+def test_an_in_cluster_endpoint_is_fine_with_a_public_one(eks_s3):
+    _config(eks_s3).update(REALRAG_S3_ENDPOINT_URL="http://minio.minio.svc:9000",
+                           REALRAG_S3_PUBLIC_ENDPOINT_URL="https://s3.images.example.com", REALRAG_S3_ADDRESSING_STYLE="path")
+    assert v.check_k8s(eks_s3) == []
+
+
+def test_the_documented_object_store_overlay_renders_and_passes(k8s_tree):
+    """docs/deploy.md's example overlay, verbatim: EKS + the component + a bucket + the IRSA annotation."""
+    text = (v.REPO / "docs" / "deploy.md").read_text()
+    example = re.search(r"# deploy/k8s/overlays/my-eks/kustomization.yaml\n(.*?)```", text, re.S)
+    assert example, "the example overlay is gone from docs/deploy.md"
+    directory = k8s_tree / "overlays" / "my-eks"
+    directory.mkdir()
+    (directory / "kustomization.yaml").write_text(example.group(1))
+    docs = v.render_kustomize(directory)
+    assert v.validate_schemas(docs) == [] and v.check_k8s(docs) == []
+    account = find(docs, "ServiceAccount", "realrag-artifacts")
+    assert account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"].startswith("arn:aws:iam::")
+    assert find(docs, "ConfigMap", "realrag-config")["data"]["REALRAG_S3_BUCKET"] == "my-realrag-images"

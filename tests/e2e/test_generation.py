@@ -7,6 +7,8 @@ import signal
 import pytest
 from PIL import Image
 
+from services.jobs import JobStore
+
 from .helpers import WebhookReceiver, wait_for
 
 pytestmark = pytest.mark.slow  # starts real processes: run with -m slow, skip with -m 'not slow'
@@ -116,16 +118,19 @@ def test_cancel_queued_job(gateway, corpus):
     assert wait_for(gateway, waiting["id"])["status"] == "canceled"
 
 
-def _kill_worker_child(job):
-    pid = int(job["worker"].rsplit(":", 1)[1])
+def _kill_worker_child(stack, job):
+    # the worker's host:pid is in the Redis record only, never in the public view
+    assert "worker" not in job
+    record = JobStore.from_url(stack.settings.redis_url, stack.settings.job_ttl_s).get(job["id"])
+    pid = int(record.worker.rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
 
 
-def test_sigkilled_worker_redelivers_and_completes_exactly_once(gateway, corpus):
+def test_sigkilled_worker_redelivers_and_completes_exactly_once(stack, gateway, corpus):
     body = {"prompt": "the Zorblat X1 at dusk", "steps": 30, "width": 192, "height": 192, "seed": 21}
     job = gateway.post("/v1/generations", json=body).json()
     running = wait_for(gateway, job["id"], until=lambda j: j["status"] == "generating" and j["progress"]["step"] >= 1)
-    _kill_worker_child(running)
+    _kill_worker_child(stack, running)
     final = wait_for(gateway, job["id"])
     assert final["status"] == "succeeded", final
     assert final["attempts"] == 2
@@ -135,13 +140,13 @@ def test_sigkilled_worker_redelivers_and_completes_exactly_once(gateway, corpus)
     assert gateway.get(final["outputs"][0]["url"]).content == gateway.get(clean["outputs"][0]["url"]).content
 
 
-def test_redelivery_cap_fails_the_job_with_a_clear_reason(gateway, corpus):
+def test_redelivery_cap_fails_the_job_with_a_clear_reason(stack, gateway, corpus):
     job = gateway.post("/v1/generations", json={"prompt": "doomed", "steps": 30, "width": 192, "height": 192}).json()
     for attempt in (1, 2):  # the stack runs with REALRAG_MAX_DELIVERIES=2
         running = wait_for(
             gateway, job["id"], until=lambda j, a=attempt: j["status"] == "generating" and j["attempts"] == a and j["progress"]["step"] >= 1
         )
-        _kill_worker_child(running)
+        _kill_worker_child(stack, running)
     final = wait_for(gateway, job["id"])
     assert final["status"] == "failed"
     assert final["error"]["code"] == "redelivery_cap"
@@ -184,6 +189,7 @@ def test_webhook_is_signed_and_delivered(gateway, corpus):
         assert job["status"] == "succeeded"
         headers, body = hook.wait()[0]
     assert json.loads(body)["type"] == "generation.succeeded"
+    assert "worker" not in json.loads(body)["data"] and "request_hash" not in json.loads(body)["data"]
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
     expected = "v1," + base64.b64encode(hmac.new(b"test-webhook-secret", signed, hashlib.sha256).digest()).decode()
     assert headers["webhook-signature"] == expected

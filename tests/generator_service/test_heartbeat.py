@@ -88,3 +88,29 @@ def test_probe_command_exit_codes(beat, monkeypatch, capsys):
     finally:
         monkeypatch.undo()
         get_settings.cache_clear()
+
+
+def test_the_main_process_and_a_pool_child_keep_each_others_flags(tmp_path):
+    """With REALRAG_WORKER_PRELOAD the child reports the model and the main process the consumer:
+    neither beat may erase the other's flag, or readiness flaps. Two real processes."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "worker-heartbeat"
+    child = f"from pathlib import Path; from generator_service import heartbeat; heartbeat.touch(Path({str(path)!r}), model_loaded=True)"
+    main = f"""
+import subprocess, sys
+from pathlib import Path
+from generator_service import heartbeat
+path = Path({str(path)!r})
+heartbeat.reset(path)                   # the worker starts
+heartbeat.touch(path, consuming=True)   # its consumer connects
+subprocess.run([sys.executable, "-c", {child!r}], check=True)  # a pool child loads the model
+heartbeat.touch(path)                   # a later beat of the main process
+"""
+    subprocess.run([sys.executable, "-c", main], check=True, timeout=120)
+    data = heartbeat.read(path)
+    assert data["consuming"] is True and data["model_loaded"] is True
+    assert heartbeat.check(path, liveness=False, max_age_s=60, need_model=True) == (True, "ready")
+    heartbeat.reset(path)  # what a restarting worker writes first: an old run's flags do not count
+    assert heartbeat.check(path, liveness=False, max_age_s=60, need_model=False) == (False, "consumer not connected")

@@ -166,3 +166,76 @@ def test_image_decoded_from_jpeg_is_stored_as_png(client):
     assert response.status_code == 201
     stored = client.app.state.retriever.settings.artifact_root / response.json()["image_uri"]
     assert response.json()["image_uri"].endswith(".png") and Image.open(stored).format == "PNG"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"object_id": 1.5},
+        {"object_id": None},
+        {"object_id": {"nested": 1}},
+        {"object_id": [1, "a"]},
+        {"object_id": 2**63},
+        {"": "x"},
+        {"a..b": "x"},
+        {"$x": "x"},
+        [1],
+    ],
+)
+def test_malformed_filters_are_422_not_a_crash(client, bad):
+    """Qdrant's engine raises on these (TypeError, ValueError): the typed filter refuses them first."""
+    response = client.post("/v1/search", json={"query": "car", "filter": bad})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_filter"
+    assert response.json()["error"]["message"].startswith("filter: invalid filter")
+
+
+def test_the_index_refuses_an_unmatchable_filter_with_invalid_filter(client):
+    """Behind the schema, the engine adapter still turns what it cannot match into InvalidFilter."""
+    from retriever_service.index import InvalidFilter
+    from retriever_service.index.edge_index import to_filter
+
+    for bad in ({"object_id": 1.5}, {"a..b": "x"}, {"object_id": "\ud800"}):
+        with pytest.raises(InvalidFilter):
+            to_filter(bad)
+    assert to_filter({"object_id": ["a", "b"], "metadata.year": 1999, "label": True}) is not None
+
+
+@pytest.mark.parametrize(
+    "image_id",
+    ["urn:uuid:00000000-0000-0000-0000-000000000000", "{00000000-0000-0000-0000-000000000000}", "00000000000000000000000000000000"],
+)
+def test_only_canonical_uuids_are_image_ids(client, image_id):
+    assert client.get(f"/v1/images/{image_id}").status_code == 404
+    assert client.delete(f"/v1/images/{image_id}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "metadata,problem",
+    [
+        ('{"x": NaN}', "finite"),
+        ('{"x": [Infinity]}', "finite"),
+        ('{"x": "\\ud800"}', "Unicode"),
+        ('{"\\ud800": 1}', "Unicode"),
+        ("[" * 5000 + "]" * 5000, "JSON object"),
+        ('{"a":' * 20 + "1" + "}" * 20, "nested"),
+    ],
+)
+def test_metadata_the_index_cannot_store_is_422(client, metadata, problem):
+    before = client.get("/readyz").json()["points"]
+    response = ingest(client, photo((4, 5, 6)), metadata=metadata)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_metadata" and problem in response.json()["error"]["message"]
+    assert client.get("/readyz").json()["points"] == before
+
+
+def test_lone_surrogates_in_text_fields_are_422(client):
+    response = client.post("/v1/search", content=b'{"query": "a\\ud800"}', headers={"content-type": "application/json"})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_unicode"
+
+
+def test_openapi_documents_the_configured_limits(client):
+    search = client.get("/openapi.json").json()["components"]["schemas"]["SearchRequest"]["properties"]
+    assert search["query"]["maxLength"] == 1000 and search["query"]["minLength"] == 1
+    assert search["top_k"]["maximum"] == 50
+    assert "x-realrag-limits" not in client.get("/openapi.json").text

@@ -70,3 +70,42 @@ def test_delivery_counter_cancel_flag_and_idempotency(store):
     assert store.claim_idempotency_key(key, "c") == "a"
     store.release_idempotency_key(key, "a")
     assert store.claim_idempotency_key(key, "c") == "c"
+
+
+def published(pubsub) -> list[str]:
+    """Every message waiting on a subscription (the subscribe confirmation is skipped)."""
+    messages = []
+    while (message := pubsub.get_message(timeout=1.0)) is not None:
+        if message["type"] == "message":
+            messages.append(message["data"])
+    return messages
+
+
+def test_every_write_bumps_the_version_and_publishes_the_record(store):
+    job = new_job()
+    store.create(job)
+    assert store.get(job.id).version == 1
+    pubsub = store.redis.pubsub()
+    pubsub.subscribe(JobStore.events_channel(job.id))
+    try:
+        started = store.transition(job.id, JobStatus.generating)
+        stepped = store.update(job.id, lambda j: j.model_copy(update={"attempts": 1}))
+        unchanged = store.update(job.id, lambda j: None)  # a skipped change writes nothing
+        done = store.transition(job.id, JobStatus.succeeded)
+        store.transition(job.id, JobStatus.failed)  # terminal states are final: no write
+        assert [started.version, stepped.version, unchanged.version, done.version] == [2, 3, 3, 4]
+        assert store.get(job.id) == done
+        assert [Job.model_validate_json(m) for m in published(pubsub)] == [started, stepped, done]
+
+        store.delete(job.id)
+        assert published(pubsub) == [""], "deleting the record tells subscribers it is gone"
+    finally:
+        pubsub.close()
+
+
+def test_idempotency_binding_reads_without_binding(store):
+    key = f"k-{uuid.uuid4()}"
+    assert store.idempotency_binding(key) is None
+    assert store.claim_idempotency_key(key, "a") == "a"
+    assert store.idempotency_binding(key) == "a"
+    store.release_idempotency_key(key, "a")

@@ -2,25 +2,36 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Header, Response
+from sse_starlette import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from services.errors import ApiError
 from services.schemas import GenerationRequest
 
 from ..deps import Authenticated, GenerationsDep, JobsDep, SettingsDep
 from ..generations import JOB_ID
+from ..job_events import JobEvents, seen_version
 from ..metrics import JOBS_SUBMITTED
+from ..openapi import JOB_RESPONSES, JobView, ok, responses
 from ..views import job_view
 
 router = APIRouter(prefix="/v1/generations", tags=["generations"], dependencies=[Authenticated])
 
 
-@router.post("", status_code=202)
+@router.post(
+    "",
+    status_code=202,
+    summary="Create a generation job",
+    response_model=None,
+    responses={
+        202: ok(JobView, "accepted: the job is queued (its URL is in `Location`)", headers={"Location": {"schema": {"type": "string"}}}),
+        200: ok(JobView, "a replay: this Idempotency-Key was used with this body before; that job"),
+        **responses(400, 401, 409, 413, 422, 429, 503, descriptions=JOB_RESPONSES),
+    },
+)
 def create_generation(
     body: GenerationRequest,
     service: GenerationsDep,
@@ -37,7 +48,17 @@ def create_generation(
     return job_view(job, settings)
 
 
-@router.put("/{job_id}", status_code=202)
+@router.put(
+    "/{job_id}",
+    status_code=202,
+    summary="Create a generation job under the client's own id (idempotent)",
+    response_model=None,
+    responses={
+        202: ok(JobView, "accepted: the job is queued"),
+        200: ok(JobView, "a replay: a job with this id and this body exists; that job"),
+        **responses(400, 401, 409, 413, 422, 429, 503, descriptions=JOB_RESPONSES),
+    },
+)
 def put_generation(job_id: str, body: GenerationRequest, service: GenerationsDep, settings: SettingsDep, response: Response) -> dict:
     if not JOB_ID.match(job_id):
         raise ApiError(422, "invalid_job_id", "job ids are 1-64 characters of A-Z a-z 0-9 _ -")
@@ -49,7 +70,12 @@ def put_generation(job_id: str, body: GenerationRequest, service: GenerationsDep
     return job_view(job, settings)
 
 
-@router.get("/{job_id}")
+@router.get(
+    "/{job_id}",
+    summary="A job's state",
+    response_model=None,
+    responses={200: ok(JobView, "the job"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
+)
 def get_generation(job_id: str, jobs: JobsDep, settings: SettingsDep) -> dict:
     job = jobs.get(job_id)
     if job is None:
@@ -57,35 +83,62 @@ def get_generation(job_id: str, jobs: JobsDep, settings: SettingsDep) -> dict:
     return job_view(job, settings)
 
 
-@router.delete("/{job_id}")
+@router.delete(
+    "/{job_id}",
+    summary="Cancel a job",
+    response_model=None,
+    responses={200: ok(JobView, "the job, canceled or flagged to stop"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
+)
 def cancel_generation(job_id: str, service: GenerationsDep, settings: SettingsDep) -> dict:
     """Idempotent: a finished job is returned unchanged; a running one stops at its next step."""
     return job_view(service.cancel(job_id), settings)
 
 
-@router.post("/{job_id}/cancel")
+@router.post(
+    "/{job_id}/cancel",
+    summary="Cancel a job (POST alias of DELETE)",
+    response_model=None,
+    responses={200: ok(JobView, "the job, canceled or flagged to stop"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
+)
 def cancel_generation_post(job_id: str, service: GenerationsDep, settings: SettingsDep) -> dict:
     return job_view(service.cancel(job_id), settings)
 
 
-@router.get("/{job_id}/events")
-async def generation_events(job_id: str, request: Request, jobs: JobsDep, settings: SettingsDep) -> StreamingResponse:
-    """Server-sent events: the job after each change, until it is finished."""
-    if jobs.get(job_id) is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id}")
-
-    async def stream():
-        last = None
-        while not await request.is_disconnected():
-            job = await asyncio.to_thread(jobs.get, job_id)
-            if job is None:
-                return
-            snapshot = job.model_dump_json()
-            if snapshot != last:
-                last = snapshot
-                yield f"event: {job.status.value}\ndata: {json.dumps(job_view(job, settings))}\n\n"
-            if job.status.terminal:
-                return
-            await asyncio.sleep(0.25)
-
-    return StreamingResponse(stream(), media_type="text/event-stream")
+@router.get(
+    "/{job_id}/events",
+    summary="A job's changes as server-sent events",
+    response_class=EventSourceResponse,
+    responses={
+        200: ok(None, "events named after the job's status, each the job view as JSON", media_type="text/event-stream"),
+        204: {"description": "the job is finished and the client has its last version (`Last-Event-ID`)"},
+        **responses(401, 404, 422, 503, descriptions=JOB_RESPONSES),
+    },
+)
+async def generation_events(
+    job_id: str,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+) -> Response:
+    """Server-sent events: the job after each change (event = status, id = the job's version), until
+    it is finished. With `Last-Event-ID` only newer versions are sent; a finished job the client has
+    seen answers 204, which tells EventSource to stop reconnecting. A comment every `sse_ping_s` keeps
+    idle proxies from cutting the stream; if Redis fails mid-stream an `error` event ends it."""
+    events = JobEvents(settings, job_id)
+    try:
+        job = await events.open()
+    except BaseException:
+        await events.close()
+        raise
+    seen = seen_version(last_event_id)
+    if job is None or (job.status.terminal and job.version <= seen):
+        await events.close()
+        if job is None:
+            raise ApiError(404, "job_not_found", f"no job {job_id}")
+        return Response(status_code=204)
+    return EventSourceResponse(
+        events.stream(job, seen),
+        headers={"Cache-Control": "no-cache"},
+        ping=settings.sse_ping_s,
+        send_timeout=settings.sse_send_timeout_s,
+        background=BackgroundTask(events.close),
+    )

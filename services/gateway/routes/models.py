@@ -7,11 +7,12 @@ from fastapi import APIRouter
 from services.registry import load_registry
 
 from ..deps import Authenticated, SettingsDep
+from ..openapi import ModelList, ok, responses
 
-router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Authenticated])
+router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Authenticated], responses=responses(401))
 
 
-@router.get("")
+@router.get("", summary="The models this deployment serves", response_model=None, responses={200: ok(ModelList, "the models")})
 def list_models(settings: SettingsDep) -> dict:
     data = [
         {

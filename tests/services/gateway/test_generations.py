@@ -3,6 +3,8 @@ status, cancel and events; bad input is a clear 4xx that leaves nothing behind."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from services.jobs import JobStore
@@ -180,8 +182,10 @@ def test_events_stream_ends_with_the_terminal_state(gateway, corpus):
     response = gateway.get(f"/v1/generations/{job_id}/events")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    assert response.text.startswith("event: canceled\ndata: {")
-    assert f'"id": "{job_id}"' in response.text
+    lines = response.text.splitlines()
+    assert lines[0].startswith("id: ") and lines[1] == "event: canceled" and lines[2].startswith("data: {")
+    assert json.loads(lines[2].removeprefix("data: "))["id"] == job_id
+    assert lines[3:] == [""], "one event: the terminal state, then the stream ends"
 
 
 def test_queue_full_is_429_with_retry_after(make_gateway, corpus, redis_db, queue_name):

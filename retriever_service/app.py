@@ -18,7 +18,7 @@ from services.schemas import CorpusImage, IngestResponse, SearchRequest, SearchR
 from services.settings import get_settings
 
 from .index import InvalidFilter
-from .service import Retriever, UnknownRetriever
+from .service import DeployedTowerUnavailable, Retriever, UnknownRetriever
 
 SEARCHES = Counter("realrag_retriever_searches_total", "Text searches served")
 SEARCH_SECONDS = Histogram("realrag_retriever_search_seconds", "Search latency (encode + query)")
@@ -126,6 +126,8 @@ def ingest(
         INGESTS.labels("rejected").inc()
         status = 413 if exc.code == "image_too_large" else 422
         raise ApiError(status, exc.code, exc.message) from exc
+    except DeployedTowerUnavailable as exc:  # this replica cannot embed in the collection's space
+        raise ApiError(503, "deployed_tower_unavailable", str(exc)) from exc
     INGESTS.labels("duplicate" if result.duplicate else "new").inc()
     if result.duplicate:
         response.status_code = 200

@@ -9,9 +9,11 @@
 3. builds ``<alias>-v<N+1>``: scrolls the current collection, reloads each image from the artifact
    store, embeds it with the checkpoint's image tower, upserts it with the same id and payload,
    then copies whatever was ingested meanwhile (one catch-up pass);
-4. switches the alias atomically. Searches keep answering from the old collection during the
-   rebuild and from the new one after the switch; the old collection stays for rollback
-   (``realrag index --rollback``).
+4. records which checkpoint built it in the new collection's own metadata in the index (shared
+   state: every retriever replica reads it on ingest, see ``deployment_record``), then
+5. switches the alias atomically and copies what reached the old collection in the meantime.
+   Searches keep answering from the old collection during the rebuild and from the new one after
+   the switch; the old collection stays for rollback (``realrag index --rollback``).
 
 Optionally it registers the checkpoint for its generator in the user models file
 (``REALRAG_MODELS_FILE``): ``[models.<key>.retrievers] reflective = "<path>"``.
@@ -67,6 +69,11 @@ def image_space(card: dict[str, Any]) -> str:
 
 
 def collection_image_space(index: VectorIndex) -> str | None:
+    """The recorded space of the collection behind the alias, else its first point's `encoder` field."""
+    current = index.current_collection()
+    record = deployment_record(index, current) if current else None
+    if record and record.get("image_space"):
+        return str(record["image_space"])
     for point in index.scroll(batch_size=1):
         return point.payload.get("encoder")
     return None
@@ -87,33 +94,54 @@ def load_checkpoint_encoder(settings: Settings, checkpoint: str | Path, device: 
     return encoder
 
 
-# --- deployments record ----------------------------------------------------------------------------
+# --- deployments record: shared state, stored with the collection in the index ------------------------
+#
+# Which checkpoint built a collection (and so which image tower ingest must use for it) is recorded in
+# the collection's own metadata in Qdrant, written *before* the alias switches to it. Every replica
+# reads it through the index it already shares: no per-pod file, no second store to keep in step, and
+# a rollback points the alias at a collection that carries its own record.
+
+DEPLOYMENT_KEY = "realrag_deployment"
 
 
-def deployments_path(settings: Settings) -> Path:
-    return settings.data_dir / "retrievers" / "collections.json"
+def deployment_record(index: VectorIndex, collection: str) -> dict[str, Any] | None:
+    """What `realrag index` recorded when it built `collection` (None: ingested with the base encoder)."""
+    record = index.collection_metadata(collection).get(DEPLOYMENT_KEY)
+    return dict(record) if isinstance(record, dict) else None
 
 
-def image_tower_for_collection(settings: Settings, collection: str) -> str | None:
+def image_tower_for_collection(index: VectorIndex, collection: str) -> str | None:
     """The checkpoint whose image tower embedded `collection`, or None for the base encoder.
 
     Whoever ingests into a rebuilt collection must embed with this tower, not the base one.
     """
-    record = _read_deployments(settings).get(collection)
+    record = deployment_record(index, collection)
     return record.get("image_tower") if record else None
 
 
-def _read_deployments(settings: Settings) -> dict[str, Any]:
-    path = deployments_path(settings)
-    return json.loads(path.read_text("utf-8")) if path.is_file() else {}
+def record_deployment(index: VectorIndex, collection: str, entry: dict[str, Any]) -> None:
+    index.update_collection_metadata(collection, {DEPLOYMENT_KEY: json.loads(json.dumps(entry, default=str))})
 
 
-def _record_deployment(settings: Settings, collection: str, entry: dict[str, Any]) -> None:
-    from services.files import atomic_write_text
+def legacy_deployments_path(settings: Settings) -> Path:
+    """Where releases before the shared record kept it: a file under the (per-pod) data dir."""
+    return settings.data_dir / "retrievers" / "collections.json"
 
-    records = _read_deployments(settings)
-    records[collection] = entry
-    atomic_write_text(deployments_path(settings), json.dumps(records, indent=2, sort_keys=True, default=str) + "\n")
+
+def migrate_legacy_deployments(settings: Settings, index: VectorIndex) -> list[str]:
+    """Copy records from the old per-process file into the index, for collections that have none.
+
+    Returns the collections migrated. The file is left in place (an older release may still read it)."""
+    path = legacy_deployments_path(settings)
+    if not path.is_file():
+        return []
+    existing = set(index.collections())
+    migrated = []
+    for collection, entry in json.loads(path.read_text("utf-8")).items():
+        if collection in existing and deployment_record(index, collection) is None:
+            record_deployment(index, collection, entry)
+            migrated.append(collection)
+    return migrated
 
 
 # --- the rebuild --------------------------------------------------------------------------------
@@ -224,24 +252,31 @@ def reindex(
         for batch in _batched(late, batch_size):
             _copy(index, target, batch, encoder, store, space)
             copied.update(p.id for p in batch)
+        # recorded before the switch: whoever resolves the alias to `target` finds its record
+        record_deployment(
+            index,
+            target,
+            {
+                "checkpoint": str(weights),
+                "image_space": space,
+                "image_tower": str(weights) if "image" in card["towers"] else None,
+                "previous": current,
+                "points": len(copied),
+                "at": time.time(),
+            },
+        )
     except BaseException:
         index.drop_collection(target)
         raise
     previous = index.switch_alias(target)
-    _record_deployment(
-        settings,
-        target,
-        {
-            "checkpoint": str(weights),
-            "image_space": space,
-            "image_tower": str(weights) if "image" in card["towers"] else None,
-            "previous": previous,
-            "points": len(copied),
-            "at": time.time(),
-        },
-    )
+    # points that reached the old collection after the catch-up, before the switch (an ingest that
+    # resolved the alias just before it moved); ingest re-checks the alias after writing for the rest
+    after = [p for p in index.scroll(batch_size=batch_size, collection=current) if p.id not in copied]
+    for batch in _batched(after, batch_size):
+        _copy(index, target, batch, encoder, store, space)
+        copied.update(p.id for p in batch)
     return ReindexResult(
-        str(weights), space, target, previous, rebuilt=True, points=len(copied), caught_up=len(late),
+        str(weights), space, target, previous, rebuilt=True, points=len(copied), caught_up=len(late) + len(after),
         seconds=time.perf_counter() - started,
     )
 

@@ -16,8 +16,10 @@ from services.registry import get_spec
 from services.schemas import CorpusImage, IngestResponse, RetrieverInfo, SearchHit, SearchRequest, SearchResponse
 from services.settings import Settings
 
+from .checkpoints import CheckpointError
 from .encoder import ClipEncoder
 from .index import IndexedPoint, VectorIndex, open_index
+from .reindex import deployment_record, migrate_legacy_deployments
 
 ID_NAMESPACE = uuid.UUID("6f1c1a52-8a55-4d0e-9b7c-2f1e0b3a9d11")
 PAYLOAD_KEYS = ("caption", "object_id", "label", "source", "license")
@@ -25,6 +27,10 @@ PAYLOAD_KEYS = ("caption", "object_id", "label", "source", "license")
 
 class UnknownRetriever(LookupError):
     pass
+
+
+class DeployedTowerUnavailable(RuntimeError):
+    """The collection behind the alias was built with an image tower this process cannot load."""
 
 
 def stable_id(content_hash: str) -> str:
@@ -59,6 +65,7 @@ class Retriever:
         self.index = index or open_index(settings)
         self.store = artifact_store(settings)
         self.collection = self.index.ensure(self.encoder.dim)
+        migrate_legacy_deployments(settings, self.index)  # records kept in a data-dir file before
         self._towers: dict[str, ClipEncoder] = {}
         self._towers_lock = threading.Lock()
         self._ingest_lock = threading.Lock()  # dedup check + upsert must not interleave
@@ -87,6 +94,7 @@ class Retriever:
             if existing:
                 payload = self.index.get(existing[0]) or {}
                 return IngestResponse(**point_to_corpus_image(existing[0], payload).model_dump(), duplicate=True)
+            self.image_encoder()  # a tower this process cannot load fails here, before the store holds the file
             key = self.store.put(f"corpus/{point_id}.png", png)
             payload = {
                 "caption": caption,
@@ -100,10 +108,8 @@ class Retriever:
                 "height": image.height,
                 "metadata": metadata or {},
                 "created_at": time.time(),
-                "encoder": self.encoder.id,
             }
-            vector = self.image_encoder().encode_images([image])[0]
-            self.index.upsert([IndexedPoint(id=point_id, vector=vector.tolist(), payload=payload)])
+            payload = self._write_in_collection_space(point_id, image, payload)
         return IngestResponse(**point_to_corpus_image(point_id, payload).model_dump(), duplicate=False)
 
     def get(self, point_id: str) -> CorpusImage | None:
@@ -132,14 +138,43 @@ class Retriever:
                 )
             return self._towers[checkpoint]
 
-    def image_encoder(self) -> ClipEncoder:
-        """Ingest must embed in the space of the collection behind the alias: after `realrag index`
-        deployed a checkpoint with a trained image tower, that tower, not the base one."""
-        from .reindex import image_tower_for_collection
+    def image_encoder(self, collection: str | None = None) -> tuple[ClipEncoder, str]:
+        """The encoder and image-space id for `collection` (default: the one behind the alias).
 
-        collection = self.index.current_collection()
-        tower = image_tower_for_collection(self.settings, collection) if collection else None
-        return self._checkpoint_encoder(tower) if tower else self.encoder
+        Ingest must embed in the space of the collection it writes to: after `realrag index` deployed
+        a checkpoint with a trained image tower, that tower, not the base one. The record is read from
+        the index on every call (one metadata read; the CLIP forward pass costs far more), so a
+        re-index run by another replica or a one-off job is seen by the next ingest here."""
+        collection = collection or self.index.current_collection()
+        record = deployment_record(self.index, collection) if collection else None
+        tower = record.get("image_tower") if record else None
+        try:
+            encoder = self._checkpoint_encoder(tower) if tower else self.encoder
+        except (CheckpointError, OSError) as exc:
+            raise DeployedTowerUnavailable(
+                f"collection {collection} was built by `realrag index` with the image tower of {tower}, which this "
+                f"retriever cannot load ({exc}); put retriever checkpoints where every replica reads them "
+                "(the model-cache volume)"
+            ) from exc
+        space = (record or {}).get("image_space") or encoder.id
+        return encoder, str(space)
+
+    def _write_in_collection_space(self, point_id: str, image: Image.Image, payload: dict[str, Any]) -> dict[str, Any]:
+        """Embed and upsert into the collection behind the alias, in that collection's space.
+
+        The alias is resolved once, the point written into that very collection, and the alias read
+        again: if a re-index switched it meanwhile, the point is embedded again for the new collection
+        (whose copy pass may have missed it). Returns the payload last written."""
+        written: set[str] = set()
+        collection = self.index.current_collection() or self.index.ensure(self.encoder.dim)
+        while collection not in written and len(written) < 3:
+            encoder, space = self.image_encoder(collection)
+            payload = {**payload, "encoder": space}
+            vector = encoder.encode_images([image])[0]
+            self.index.upsert([IndexedPoint(id=point_id, vector=vector.tolist(), payload=payload)], collection=collection)
+            written.add(collection)
+            collection = self.index.current_collection() or collection
+        return payload
 
     # --- search --------------------------------------------------------------------------
     def text_encoder(self, kind: str | None, model: str | None) -> tuple[ClipEncoder, RetrieverInfo]:

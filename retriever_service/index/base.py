@@ -60,6 +60,19 @@ class VectorIndex(Protocol):
 
     def dimension(self) -> int | None: ...
 
+    def collection_metadata(self, name: str) -> dict[str, Any]:
+        """The metadata stored with collection `name` ({} when none): shared state that every process
+        reading this index sees (what a re-index recorded about how the collection was built).
+
+        Raises CollectionMissing when `name` does not exist."""
+        ...
+
+    def update_collection_metadata(self, name: str, values: dict[str, Any]) -> None:
+        """Merge `values` (JSON-able) into `name`'s metadata, top-level keys replaced.
+
+        Raises CollectionMissing when `name` does not exist."""
+        ...
+
     def upsert(self, points: list[IndexedPoint], collection: str | None = None) -> None: ...
 
     def search(
@@ -76,7 +89,11 @@ class VectorIndex(Protocol):
 
     def count(self) -> int: ...
 
-    def scroll(self, batch_size: int = 256, with_vectors: bool = False) -> Iterator[IndexedPoint]: ...
+    def scroll(
+        self, batch_size: int = 256, with_vectors: bool = False, collection: str | None = None
+    ) -> Iterator[IndexedPoint]:
+        """Every point of the collection behind the alias (or of `collection`)."""
+        ...
 
     def close(self) -> None: ...
 

@@ -3,7 +3,8 @@
 Edge shards have no aliases, so the alias is a small JSON file replaced atomically (write, then rename) plus
 an in-process pointer swapped under a lock: searches already running finish on the old shard, new
 ones see the new shard. One process owns a shard directory at a time (the retriever service).
-Updates are durable through the shard's write-ahead log (a killed process loses nothing, tested);
+Collection metadata lives beside each shard in ``realrag.json`` (read from the file on every call, so
+it needs no open shard). Updates are durable through the shard's write-ahead log (a killed process loses nothing, tested);
 segments are flushed on close, since a flush per upsert costs ~200 ms.
 """
 
@@ -81,6 +82,9 @@ class EdgeIndex:
     def _shard_dir(self, name: str) -> Path:
         return self.root / "collections" / name
 
+    def _info_file(self, name: str) -> Path:
+        return self._shard_dir(name) / "realrag.json"
+
     def _shard(self, name: str) -> EdgeShard:
         with self._lock:
             if name not in self._shards:
@@ -88,7 +92,7 @@ class EdgeIndex:
                 if not path.exists():
                     raise CollectionMissing(name)
                 self._shards[name] = EdgeShard.load(str(path))
-                self._dims[name] = json.loads((path / "realrag.json").read_text())["dim"]
+                self._dims[name] = json.loads(self._info_file(name).read_text())["dim"]
             return self._shards[name]
 
     def collections(self) -> list[str]:
@@ -104,7 +108,7 @@ class EdgeIndex:
             shard = EdgeShard.create(str(path), config)
             for field in INDEXED_FIELDS:
                 shard.update(UpdateOperation.create_field_index(field, PayloadSchemaType.Keyword))
-            (path / "realrag.json").write_text(json.dumps({"dim": dim}))
+            atomic_write_text(self._info_file(name), json.dumps({"dim": dim}))
             self._shards[name] = shard
             self._dims[name] = dim
 
@@ -141,6 +145,21 @@ class EdgeIndex:
             return None
         self._shard(current)
         return self._dims[current]
+
+    def collection_metadata(self, name: str) -> dict[str, Any]:
+        info = self._info_file(name)
+        if not info.is_file():
+            raise CollectionMissing(name)
+        return dict(json.loads(info.read_text()).get("metadata") or {})
+
+    def update_collection_metadata(self, name: str, values: dict[str, Any]) -> None:
+        with self._lock:
+            info = self._info_file(name)
+            if not info.is_file():
+                raise CollectionMissing(name)
+            data = json.loads(info.read_text())
+            data["metadata"] = {**(data.get("metadata") or {}), **json.loads(json.dumps(values))}
+            atomic_write_text(info, json.dumps(data))
 
     def _current(self) -> EdgeShard:
         current = self.current_collection()
@@ -204,11 +223,16 @@ class EdgeIndex:
         except CollectionMissing:
             return 0
 
-    def scroll(self, batch_size: int = 256, with_vectors: bool = False) -> Iterator[IndexedPoint]:
-        try:
-            shard = self._current()
-        except CollectionMissing:
-            return
+    def scroll(
+        self, batch_size: int = 256, with_vectors: bool = False, collection: str | None = None
+    ) -> Iterator[IndexedPoint]:
+        if collection is not None:
+            shard = self._shard(collection)
+        else:
+            try:
+                shard = self._current()
+            except CollectionMissing:
+                return
         offset = None
         while True:
             records, offset = shard.scroll(

@@ -35,10 +35,11 @@ def to_filter(conditions: dict[str, Any] | None) -> models.Filter | None:
 
 
 class QdrantClientIndex:
-    def __init__(self, alias: str, **client_kwargs: Any) -> None:
+    def __init__(self, alias: str, client: QdrantClient | None = None, **client_kwargs: Any) -> None:
+        """`client`: an existing client (several index objects over one Qdrant, as replicas are)."""
         self.alias = alias
         self._client_kwargs = client_kwargs
-        self._client: QdrantClient | None = None
+        self._client: QdrantClient | None = client
 
     @classmethod
     def remote(cls, url: str, alias: str, api_key: str | None = None) -> QdrantClientIndex:
@@ -111,6 +112,17 @@ class QdrantClientIndex:
         vectors = self.client.get_collection(current).config.params.vectors
         return vectors[VECTOR].size
 
+    def collection_metadata(self, name: str) -> dict[str, Any]:
+        """Qdrant's own collection metadata (server >= 1.16; qdrant-client's local mode too)."""
+        if not self.client.collection_exists(name):
+            raise CollectionMissing(name)
+        return dict(self.client.get_collection(name).config.metadata or {})
+
+    def update_collection_metadata(self, name: str, values: dict[str, Any]) -> None:
+        if not self.client.collection_exists(name):
+            raise CollectionMissing(name)
+        self.client.update_collection(name, metadata=values)
+
     def _target(self) -> str:
         current = self.current_collection()
         if current is None:
@@ -163,13 +175,17 @@ class QdrantClientIndex:
             return 0
         return self.client.count(self.alias, exact=True).count
 
-    def scroll(self, batch_size: int = 256, with_vectors: bool = False) -> Iterator[IndexedPoint]:
-        if self.current_collection() is None:
+    def scroll(
+        self, batch_size: int = 256, with_vectors: bool = False, collection: str | None = None
+    ) -> Iterator[IndexedPoint]:
+        if collection is not None and not self.client.collection_exists(collection):
+            raise CollectionMissing(collection)
+        if collection is None and self.current_collection() is None:
             return
         offset = None
         while True:
             records, offset = self.client.scroll(
-                self.alias, offset=offset, limit=batch_size, with_payload=True, with_vectors=with_vectors
+                collection or self.alias, offset=offset, limit=batch_size, with_payload=True, with_vectors=with_vectors
             )
             for r in records:
                 vector = r.vector[VECTOR] if with_vectors and r.vector else []

@@ -7,8 +7,10 @@ import json
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from realrag.training.cli import build_parser, cmd_index
 from realrag.training.data import open_image
@@ -16,7 +18,12 @@ from retriever_service.checkpoints import CheckpointError, image_tower_fingerpri
 from retriever_service.encoder import ClipEncoder
 from retriever_service.index.edge_index import EdgeIndex
 from retriever_service.index.qdrant_client_index import QdrantClientIndex
-from retriever_service.reindex import image_tower_for_collection, register_retriever
+from retriever_service.reindex import (
+    deployment_record,
+    image_tower_for_collection,
+    legacy_deployments_path,
+    register_retriever,
+)
 from retriever_service.service import Retriever
 from services.registry import get_spec
 from services.settings import Settings
@@ -137,7 +144,9 @@ def test_new_image_tower_rebuilds_and_switches_atomically_under_concurrent_searc
     image = open_image(str(settings.artifact_root / point.payload["image_uri"]))
     hit = index.search(trained.encode_images([image])[0].tolist(), 1)[0]
     assert hit.id == point.id and hit.score == pytest.approx(1.0, abs=1e-4)
-    assert image_tower_for_collection(settings, "imgs-v2") == result["checkpoint"]
+    assert image_tower_for_collection(index, "imgs-v2") == result["checkpoint"]
+    assert image_tower_for_collection(index, "imgs-v1") is None
+    assert not legacy_deployments_path(settings).exists(), "the record lives in the index, not in a pod's data dir"
 
     code, rolled = index_command(["--rollback"], settings, index, capsys)
     assert code == 0 and rolled == {"rolled_back_from": "imgs-v2", "collection": "imgs-v1"}
@@ -178,8 +187,8 @@ def test_mismatched_or_corrupt_checkpoint_is_refused_and_nothing_changes(served,
 def test_register_names_the_checkpoint_for_its_generator(tmp_path):
     checkpoint, _ = make_checkpoint(tmp_path / "r" / "retriever.safetensors", ["text", "temperature"])
     models_file = tmp_path / "models.toml"
-    settings = Settings(models_file=models_file)
     entry = register_retriever(models_file, "tiny-sd", checkpoint)
+    settings = Settings(models_file=models_file)  # after the file exists: settings read the registry
     assert entry["kind"] == "reflective"
     spec = get_spec("tiny-sd", settings)
     packaged = get_spec("tiny-sd", Settings())
@@ -190,3 +199,133 @@ def test_register_names_the_checkpoint_for_its_generator(tmp_path):
     assert set(get_spec("tiny-sd", settings).retrievers) == {"reflective", "standard"}
     with pytest.raises(CheckpointError, match="trained for generator 'tiny-sd', not 'sd15'"):
         register_retriever(models_file, "sd15", checkpoint)
+
+
+# ---- replicas: the deployed space is shared state ---------------------------------------------------
+
+
+def fresh_image(seed):
+    """An image no corpus holds (ingest deduplicates by content)."""
+    pixels = np.random.default_rng(seed).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def other_replica(settings, index, tmp_path):
+    """A second retriever with its own (pod-local) data dir over the same index and artifact store.
+
+    qdrant-client: a second index object over the same Qdrant, alive next to the first (what two
+    pods are); edge: the next owner of the shard directory (one process at a time), opened after
+    the first let go."""
+    pod = Settings(
+        data_dir=tmp_path / "pod-b", artifact_dir=settings.artifact_root, encoder_model=TINY_CLIP,
+        encoder_device="cpu", collection_alias="imgs",
+    )
+    if isinstance(index, EdgeIndex):
+        index.close()
+        shared = EdgeIndex(settings.qdrant_root, "imgs")
+    else:
+        shared = QdrantClientIndex("imgs", client=index.client)
+    return Retriever(pod, ClipEncoder(TINY_CLIP, None, device="cpu"), shared)
+
+
+def assert_embedded_by(index, encoder, point_id, image):
+    """The stored vector of `point_id` is `encoder`'s embedding of `image` (cosine 1 to itself)."""
+    hit = index.search(encoder.encode_images([image])[0].tolist(), 1)[0]
+    assert hit.id == point_id and hit.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_another_replica_ingests_in_the_space_a_reindex_deployed(served, tmp_path, capsys):
+    settings, index, retriever = served
+    base_space = retriever.encoder.id
+    checkpoint, trained = make_checkpoint(tmp_path / "ckpt" / "retriever.safetensors", ["text", "image", "temperature"])
+    replica = None
+    if isinstance(index, QdrantClientIndex):  # alive before the re-index, as a running pod is
+        replica = other_replica(settings, index, tmp_path)
+        before = replica.ingest_image(fresh_image(1))
+        assert replica.index.get(before.id)["encoder"] == base_space
+
+    code, result = index_command(["--retriever", str(checkpoint), "--batch-size", "4"], settings, index, capsys)
+    assert code == 0 and result["rebuilt"] and result["collection"] == "imgs-v2"
+    assert result["image_space"] != base_space
+    record = deployment_record(index, "imgs-v2")
+    assert record["image_tower"] == result["checkpoint"] and record["image_space"] == result["image_space"]
+
+    replica = replica or other_replica(settings, index, tmp_path)
+    image = fresh_image(2)
+    added = replica.ingest_image(image, label="after-reindex")
+    stored = replica.index.get(added.id)
+    assert stored["encoder"] == result["image_space"], "the other replica ingested in the old embedding space"
+    assert_embedded_by(replica.index, trained, added.id, image)
+    assert not legacy_deployments_path(replica.settings).exists()
+
+    # a rollback is seen as well: the old collection carries no record, so the base tower again
+    assert replica.index.switch_alias("imgs-v1") == "imgs-v2"
+    image = fresh_image(3)
+    back = replica.ingest_image(image)
+    assert replica.index.get(back.id)["encoder"] == base_space
+    assert_embedded_by(replica.index, replica.encoder, back.id, image)
+    replica.close()
+
+
+def test_an_ingest_that_raced_the_alias_switch_lands_in_the_new_collection_too(tmp_path, corpus_dir):
+    """The point is written into the collection resolved before the switch, then the alias is read
+    again and the point embedded for the collection now behind it."""
+    settings = Settings(data_dir=tmp_path / "data", encoder_model=TINY_CLIP, encoder_device="cpu", collection_alias="imgs")
+    index = QdrantClientIndex.local(":memory:", "imgs")
+    retriever = Retriever(settings, ClipEncoder(TINY_CLIP, None, device="cpu"), index)
+    checkpoint, trained = make_checkpoint(tmp_path / "ckpt" / "retriever.safetensors", ["text", "image", "temperature"])
+    index.create_collection("imgs-v2", retriever.encoder.dim)
+    index.update_collection_metadata(
+        "imgs-v2", {"realrag_deployment": {"image_tower": str(checkpoint), "image_space": "retriever-image:test"}}
+    )
+    upsert = index.upsert
+
+    def switch_after_first_write(points, collection=None):
+        upsert(points, collection=collection)
+        if index.current_collection() == "imgs-v1":
+            index.switch_alias("imgs-v2")  # what `realrag index` elsewhere does at this moment
+
+    index.upsert = switch_after_first_write  # type: ignore[method-assign]
+    image = fresh_image(4)
+    added = retriever.ingest_image(image)
+    del index.upsert
+    old = {p.id: p.payload["encoder"] for p in index.scroll(collection="imgs-v1")}
+    new = {p.id: p.payload["encoder"] for p in index.scroll(collection="imgs-v2")}
+    assert old == {added.id: retriever.encoder.id} and new == {added.id: "retriever-image:test"}
+    assert_embedded_by(index, trained, added.id, image)
+    index.close()
+
+
+def test_a_record_left_in_the_data_dir_by_an_older_release_moves_into_the_index(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", encoder_model=TINY_CLIP, encoder_device="cpu", collection_alias="imgs")
+    index = QdrantClientIndex.local(":memory:", "imgs")
+    index.ensure(64)
+    index.create_collection("imgs-v2", 64)
+    entry = {"checkpoint": "/ckpt/r.safetensors", "image_space": "retriever-image:0123", "image_tower": "/ckpt/r.safetensors"}
+    legacy = legacy_deployments_path(settings)
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({"imgs-v2": entry, "imgs-v7": entry}))
+    from retriever_service.reindex import migrate_legacy_deployments
+
+    assert migrate_legacy_deployments(settings, index) == ["imgs-v2"]  # imgs-v7 no longer exists
+    assert deployment_record(index, "imgs-v2") == entry
+    assert migrate_legacy_deployments(settings, index) == []  # once
+    index.close()
+
+
+def test_a_recorded_tower_this_replica_cannot_load_stops_ingest_before_anything_is_stored(tmp_path):
+    from retriever_service.service import DeployedTowerUnavailable
+
+    settings = Settings(data_dir=tmp_path / "data", encoder_model=TINY_CLIP, encoder_device="cpu", collection_alias="imgs")
+    index = QdrantClientIndex.local(":memory:", "imgs")
+    retriever = Retriever(settings, ClipEncoder(TINY_CLIP, None, device="cpu"), index)
+    index.create_collection("imgs-v2", retriever.encoder.dim)
+    missing = tmp_path / "elsewhere" / "retriever.safetensors"
+    index.update_collection_metadata("imgs-v2", {"realrag_deployment": {"image_tower": str(missing), "image_space": "retriever-image:x"}})
+    index.switch_alias("imgs-v2")
+    with pytest.raises(DeployedTowerUnavailable, match="the model-cache volume"):
+        retriever.ingest_image(fresh_image(5))
+    assert index.count() == 0
+    corpus = settings.artifact_root / "corpus"
+    assert not corpus.exists() or not any(corpus.iterdir()), "the image was stored without its point"
+    index.close()

@@ -179,3 +179,78 @@ os._exit(0)  # no flush, no close
     again = EdgeIndex(tmp_path / "edge", "imgs")
     assert again.count() == 7
     again.close()
+
+
+# ---- collection metadata: shared state stored with the collection --------------------------------
+
+
+def another_view(index, tmp_path):
+    """A second index object over the same storage, as a second replica holds: for qdrant-client the
+    same Qdrant (one client here, since local mode has one owner); for edge the same directory."""
+    if isinstance(index, EdgeIndex):
+        return EdgeIndex(index.root, index.alias)
+    return QdrantClientIndex(index.alias, client=index.client)
+
+
+def test_collection_metadata_is_kept_per_collection_and_merged(index):
+    index.ensure(DIM)
+    assert index.collection_metadata("imgs-v1") == {}
+    index.update_collection_metadata("imgs-v1", {"deployment": {"tower": "a", "n": 1}})
+    index.update_collection_metadata("imgs-v1", {"note": "kept"})
+    assert index.collection_metadata("imgs-v1") == {"deployment": {"tower": "a", "n": 1}, "note": "kept"}
+    index.update_collection_metadata("imgs-v1", {"deployment": {"tower": "b"}})  # a top-level key is replaced
+    assert index.collection_metadata("imgs-v1")["deployment"] == {"tower": "b"}
+    index.create_collection("imgs-v2", DIM)
+    assert index.collection_metadata("imgs-v2") == {}
+    index.update_collection_metadata("imgs-v2", {"deployment": {"tower": "c"}})
+    index.switch_alias("imgs-v2")  # the alias moves; each collection keeps its own record
+    assert index.collection_metadata("imgs-v1")["deployment"] == {"tower": "b"}
+    assert index.collection_metadata("imgs-v2")["deployment"] == {"tower": "c"}
+
+
+def test_collection_metadata_of_a_missing_collection_raises(index):
+    index.ensure(DIM)
+    with pytest.raises(CollectionMissing):
+        index.collection_metadata("imgs-v9")
+    with pytest.raises(CollectionMissing):
+        index.update_collection_metadata("imgs-v9", {"a": 1})
+    assert "imgs-v9" not in index.collections()
+
+
+def test_collection_metadata_is_seen_by_another_index_object_at_once(index, tmp_path):
+    index.ensure(DIM)
+    other = another_view(index, tmp_path)
+    assert other.collection_metadata("imgs-v1") == {}
+    index.create_collection("imgs-v2", DIM)
+    index.update_collection_metadata("imgs-v2", {"deployment": {"image_tower": "/ckpt/retriever.safetensors"}})
+    index.switch_alias("imgs-v2")
+    assert other.current_collection() == "imgs-v2"
+    assert other.collection_metadata("imgs-v2") == {"deployment": {"image_tower": "/ckpt/retriever.safetensors"}}
+
+
+@pytest.mark.parametrize("engine", ["edge", "qdrant-client"])
+def test_collection_metadata_survives_a_reopen(engine, tmp_path):
+    def open_index():
+        if engine == "edge":
+            return EdgeIndex(tmp_path / "edge", "imgs")
+        return QdrantClientIndex.local(tmp_path / "local", "imgs")
+
+    idx = open_index()
+    idx.ensure(DIM)
+    idx.update_collection_metadata("imgs-v1", {"deployment": {"image_space": "retriever-image:abc"}})
+    idx.close()
+    again = open_index()
+    assert again.collection_metadata("imgs-v1") == {"deployment": {"image_space": "retriever-image:abc"}}
+    assert again.dimension() == DIM
+    again.close()
+
+
+def test_scroll_reads_a_named_collection_behind_no_alias(index):
+    index.ensure(DIM)
+    index.upsert([point(basis(0), gen="v1")])
+    index.create_collection("imgs-v2", DIM)
+    index.upsert([point(basis(1), gen="v2"), point(basis(2), gen="v2")], collection="imgs-v2")
+    assert [p.payload["gen"] for p in index.scroll()] == ["v1"]
+    assert sorted(p.payload["gen"] for p in index.scroll(collection="imgs-v2")) == ["v2", "v2"]
+    with pytest.raises(CollectionMissing):
+        list(index.scroll(collection="imgs-v9"))

@@ -63,6 +63,34 @@ NON_SETTINGS_PREFIXES = ("REALRAG_",)
 REQUIRED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
                    "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by", "app.kubernetes.io/version")
 MODEL_LOAD_BUDGET_S = 600  # a startupProbe must wait at least this long for a model to load
+# What the smallest single-L4 node shapes leave a pod after system reservations and the GPU/logging
+# DaemonSets (GKE g2-standard-4, EKS g6.xlarge: 4 vCPU, 16 GiB; docs/deploy.md "Node shapes"). A GPU
+# worker that requests more stays Pending on them.
+SMALLEST_GPU_NODE = {"cpu": 3.5, "memory": 12 * 2**30}
+_QUANTITY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "m": 1e-3}
+
+
+def parse_quantity(value: object) -> float:
+    """A Kubernetes resource quantity ("500m", "3", "10Gi", "12G") as a number (cores or bytes)."""
+    text = str(value).strip()
+    for suffix in sorted(_QUANTITY_SUFFIXES, key=len, reverse=True):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * _QUANTITY_SUFFIXES[suffix]
+    return float(text)
+
+
+def check_gpu_worker_fits(where: str, resources: dict) -> list[str]:
+    """The GPU worker's requests fit the smallest single-GPU node shape, and its limits are not below them."""
+    problems = []
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for resource, allocatable in SMALLEST_GPU_NODE.items():
+        if resource in requests and parse_quantity(requests[resource]) > allocatable:
+            shown = f"{allocatable / 2**30:g}Gi" if resource == "memory" else f"{allocatable:g}"
+            problems.append(f"{where}: requests.{resource}={requests[resource]} does not fit the smallest L4 node shapes "
+                            f"(about {shown} allocatable on g2-standard-4 / g6.xlarge): the pod stays Pending")
+        if resource in requests and resource in limits and parse_quantity(limits[resource]) < parse_quantity(requests[resource]):
+            problems.append(f"{where}: limits.{resource} is below requests.{resource}")
+    return problems
 SHUTDOWN_MARGIN_S = 30
 
 # Each service runs as its own module (never the `realrag` command: that is the composition root,
@@ -78,9 +106,15 @@ FIRST_PARTY = ("services", "retriever_service", "generator_service", "realrag")
 IMAGE_PACKAGES = {
     "gateway": ("services",),
     "retriever": ("services", "retriever_service"),
+    "retriever-cpu": ("services", "retriever_service"),
     "worker": ("services", "generator_service"),
     "ops": FIRST_PARTY,  # one-off jobs with the `realrag` command (index, train-retriever, eval)
 }
+# Build targets that run a service under another name: the CPU build of the retriever.
+TARGET_SERVICE = {"retriever-cpu": "retriever"}
+# Targets whose venv must hold torch's CPU build (no CUDA libraries); every other ML target the CUDA one.
+CPU_TARGETS = ("retriever-cpu",)
+CPU_TORCH_INDEX = re.compile(r"^https?://\S+/whl/cpu/?$")
 # Files an image may COPY besides its packages: build inputs and the health-check helper.
 BUILD_INPUTS = ("pyproject.toml", "constraints.txt", "deploy/docker/requirements_from_pyproject.py", "deploy/docker/http_probe.py")
 
@@ -742,6 +776,39 @@ def check_k8s(docs: list[dict], gpu: bool = True) -> list[str]:
     problems += _check_app_settings(docs)
     problems += _check_service_accounts(docs)
     problems += _check_qdrant(docs)
+    problems += _check_retriever_state(docs)
+    problems += _check_gpu_visibility(docs)
+    return problems
+
+
+def _check_retriever_state(docs: list[dict]) -> list[str]:
+    """Every retriever replica reads one index: a Qdrant server (REALRAG_QDRANT_URL). The embedded
+    engines keep the index, and with it each collection's re-index record (which image tower built
+    it), inside the pod: replicas would ingest into, and search, different indexes and spaces."""
+    deployment = _component_deployment(docs, "retriever")
+    if deployment is None:
+        return []  # reported by _check_app_settings
+    container = _pod_spec(deployment)["containers"][0]
+    try:
+        settings = build_settings(_container_env(docs, container))
+    except Exception:  # invalid settings: reported by _check_app_settings
+        return []
+    if settings.qdrant_url:
+        return []
+    return [f"Deployment/{deployment['metadata']['name']}: no REALRAG_QDRANT_URL: the embedded index engine keeps the "
+            "index and its re-index record in each pod; replicas must share a Qdrant server"]
+
+
+def _check_gpu_visibility(docs: list[dict]) -> list[str]:
+    """NVIDIA_VISIBLE_DEVICES is the device plugin's to set: set by hand, a pod that requested no GPU
+    sees every GPU of its node (wherever nvidia is the default runtime), outside the scheduler's count."""
+    problems = []
+    for doc in docs:
+        spec = _pod_spec(doc)
+        for c in (spec or {}).get("containers", []) + (spec or {}).get("initContainers", []):
+            if any(e.get("name") == "NVIDIA_VISIBLE_DEVICES" for e in c.get("env") or []):
+                problems.append(f"{doc['kind']}/{doc['metadata']['name']} container {c['name']}: sets NVIDIA_VISIBLE_DEVICES; "
+                                "request nvidia.com/gpu and let the device plugin set it")
     return problems
 
 
@@ -893,7 +960,13 @@ def _check_worker(docs: list[dict], gpu: bool) -> list[str]:
     container = spec["containers"][0]
     if gpu and "nvidia.com/gpu" not in ((container.get("resources") or {}).get("limits") or {}):
         problems.append(f"{where}: the GPU worker must have an nvidia.com/gpu limit")
+    if gpu:
+        problems += check_gpu_worker_fits(where, container.get("resources") or {})
     env = _container_env(docs, container)
+    device = env.get("REALRAG_DEVICE", "auto")
+    if gpu and not (device == "cuda" or device.startswith("cuda:")):
+        problems.append(f"{where}: the GPU worker needs REALRAG_DEVICE=cuda (got {device!r}): with auto, a node whose "
+                        "driver is too old silently generates on the CPU")
     if env.get("REMAP_SIGTERM") != "SIGQUIT":
         problems.append(f"{where}: REMAP_SIGTERM=SIGQUIT is needed for Celery's soft shutdown on SIGTERM")
     if env.get("REALRAG_WORKER_PRELOAD", "").lower() not in ("1", "true", "yes"):
@@ -1291,7 +1364,7 @@ def check_dockerfile(text: str, role: str) -> list[str]:
         elif not re.search(r":\d+\.\d+\.\d+", resolved) and "@sha256:" not in resolved:
             problems.append(f"{role}: base image {resolved!r} must be pinned to a full x.y.z version or a digest")
     # Service targets (a server with a health check) and optional job targets.
-    final_names = {"gateway": ["gateway"], "ml": ["retriever", "worker"]}[role]
+    final_names = {"gateway": ["gateway"], "ml": ["retriever", "retriever-cpu", "worker"]}[role]
     optional = {"gateway": [], "ml": ["ops"]}[role]
     by_name = {s["name"]: s for s in stages if s["name"]}
     commands = image_commands(text)
@@ -1314,7 +1387,7 @@ def check_dockerfile(text: str, role: str) -> list[str]:
             continue
         if commands[final]["healthcheck"] is None:
             problems.append(f"{role}:{final}: no HEALTHCHECK")
-        problem = command_problem(commands[final]["argv"], ENTRY_POINTS[final])
+        problem = command_problem(commands[final]["argv"], ENTRY_POINTS[TARGET_SERVICE.get(final, final)])
         if problem:
             problems.append(f"{role}:{final}: {problem}")
         if final == "worker" and commands[final]["healthcheck"] is not None:
@@ -1338,8 +1411,86 @@ def check_dockerfile(text: str, role: str) -> list[str]:
                          if "pip install" in seg or "requirements_from_pyproject" in seg)
     if role == "gateway" and re.search(r"\[[^\]]*ml[^\]]*\]|\btorch\b|requirements_from_pyproject\.py\s+\S+\s+ml", installed):
         problems.append("gateway: installs the ml extra or torch; the gateway image must stay torch-free")
-    if role == "ml" and not re.search(r"requirements_from_pyproject\.py\s+\S+\s+ml\b", installed):
-        problems.append("ml: does not install the ml extra (`requirements_from_pyproject.py pyproject.toml ml`)")
+    if role == "ml":
+        calls = re.findall(r"requirements_from_pyproject\.py\s+\S+(?:\s+(\w[\w-]*))?", installed)
+        if not calls or any(extra != "ml" for extra in calls):
+            problems.append("ml: does not install the ml extra (`requirements_from_pyproject.py pyproject.toml ml`)")
+    problems += _check_gpu_environment(role, stages)
+    if role == "ml":
+        for final in final_names + [o for o in optional if o in by_name]:
+            if final in by_name:
+                problems += _check_torch_build(role, final, by_name)
+    return problems
+
+
+def _check_gpu_environment(role: str, stages: list[dict]) -> list[str]:
+    """No image decides which GPUs it sees: NVIDIA_VISIBLE_DEVICES is set by whoever grants the GPU
+    (the Kubernetes device plugin, a compose GPU reservation). Baked in, a container granted no GPU
+    sees every GPU of its host wherever nvidia is the default container runtime."""
+    problems = []
+    for stage in stages:
+        for instruction, value in stage["body"]:
+            if instruction in ("ENV", "ARG") and re.search(r"(?:^|\s)NVIDIA_VISIBLE_DEVICES(?:[=\s]|$)", value):
+                problems.append(f"{role}:{stage['name'] or stage['image']}: sets NVIDIA_VISIBLE_DEVICES; leave it to the "
+                                "device plugin or the compose GPU reservation (baked in, containers without a GPU "
+                                "request see every GPU of the node)")
+    return problems
+
+
+def _venv_stage(stage: dict, by_name: dict) -> dict | None:
+    """The stage whose /opt/venv the target runs (COPY --from=<stage> /opt/venv ...)."""
+    found = None
+    for s in _stage_chain(stage, by_name):
+        for instruction, value in s["body"]:
+            words = value.split()
+            source = next((w.split("=", 1)[1] for w in words if w.startswith("--from=")), None)
+            if instruction == "COPY" and source in by_name and "/opt/venv" in words[1:-1]:
+                found = by_name[source]
+    return found
+
+
+def _stage_args(stage: dict, by_name: dict, defaults: dict[str, str]) -> dict[str, str]:
+    args = dict(defaults)
+    for s in _stage_chain(stage, by_name):
+        for instruction, value in s["body"]:
+            if instruction == "ARG" and "=" in value:
+                key, _, default = value.partition("=")
+                args[key.strip()] = default.strip().strip("\"'")
+    return args
+
+
+def _torch_indexes(stage: dict, by_name: dict) -> list[str]:
+    """The --index-url values (ARGs resolved) of the pip installs in the stage and those it builds on."""
+    args = _stage_args(stage, by_name, {})
+    urls = []
+    for s in _stage_chain(stage, by_name):
+        for instruction, value in s["body"]:
+            if instruction != "RUN":
+                continue
+            for match in re.finditer(r"--(?:index-url|extra-index-url)[=\s]+(\S+)", value):
+                url = match.group(1).strip("\"'")
+                urls.append(re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), url))
+    return urls
+
+
+def _check_torch_build(role: str, target: str, by_name: dict) -> list[str]:
+    """CPU targets run torch's CPU build (torch's CPU wheel index, a build-time check that no CUDA
+    build got in); the GPU targets keep PyPI's CUDA build."""
+    venv = _venv_stage(by_name[target], by_name)
+    if venv is None:
+        return [f"{role}:{target}: copies no /opt/venv from a build stage"]
+    indexes = _torch_indexes(venv, by_name)
+    cpu_index = any(CPU_TORCH_INDEX.match(url) for url in indexes)
+    where = f"{role}:{target}: its venv (stage {venv['name']!r})"
+    if target not in CPU_TARGETS:
+        return [f"{where} installs torch from a CPU wheel index; {target} needs the CUDA build"] if cpu_index else []
+    problems = []
+    if not cpu_index:
+        problems.append(f"{where} does not install torch from the CPU wheel index (pip install --index-url "
+                        "https://download.pytorch.org/whl/cpu torch): it would carry the CUDA libraries (~4.7 GB)")
+    runs = " ".join(v for s in _stage_chain(venv, by_name) for i, v in s["body"] if i == "RUN")
+    if "torch.version.cuda" not in runs:
+        problems.append(f"{where} never checks that no CUDA build of torch got in (torch.version.cuda)")
     return problems
 
 

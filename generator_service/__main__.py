@@ -27,8 +27,9 @@ def run_probe(args: argparse.Namespace) -> int:
     from generator_service.heartbeat import check
 
     settings = get_settings()
+    device = None if settings.device in ("", "auto") else settings.device
     ok, reason = check(settings.heartbeat_path, liveness=args.liveness, max_age_s=args.max_age_s,
-                       need_model=settings.worker_preload)
+                       need_model=settings.worker_preload, device=device)
     print(reason)
     return 0 if ok else 1
 
@@ -44,7 +45,7 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
 def add_probe_arguments(parser: argparse.ArgumentParser) -> None:
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--liveness", action="store_true", help="the worker consumed from the broker recently")
-    mode.add_argument("--readiness", action="store_true", help="consuming, and the model is loaded when preloading")
+    mode.add_argument("--readiness", action="store_true", help="consuming and, when preloading, the served models loaded on REALRAG_DEVICE")
     parser.add_argument("--max-age-s", type=float, default=120.0)
     parser.set_defaults(func=run_probe)
 

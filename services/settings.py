@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     # --- Generator -------------------------------------------------------------------------
     default_model: str = "tiny-sd"
     models_file: Path | None = None
+    # The models this deployment serves (registry keys; JSON list in the env). Empty: the default
+    # model only. ["*"]: every registry model (development only: it lists models whose weights may be
+    # missing here). The gateway rejects others (422 model_not_served); workers load no others.
+    served_models: list[str] = Field(default_factory=list)
     worker_preload: bool = False
     device: str = "auto"
     artifact_dir: Path | None = None
@@ -125,6 +129,16 @@ class Settings(BaseSettings):
             )
         if self.task_soft_time_limit_s >= self.task_time_limit_s:
             raise ValueError("task_soft_time_limit_s must be below task_time_limit_s")
+        return self
+
+    @model_validator(mode="after")
+    def _check_served_models(self) -> Settings:
+        from services.registry import served_model_keys  # the registry reads Settings: import late
+
+        # Raises ValueError naming unknown keys or an unserved default model. A models file that does
+        # not exist yet (a tool about to write it, realrag.training's deploy step) is checked where it is read.
+        if self.models_file is None or self.models_file.is_file():
+            served_model_keys(self)
         return self
 
     @model_validator(mode="after")

@@ -42,6 +42,8 @@ def stack_env(tmp_path_factory) -> dict[str, str]:
         "REALRAG_DATA_DIR": str(data),
         "REALRAG_ENCODER_MODEL": TINY_CLIP,
         "REALRAG_DEFAULT_MODEL": "tiny-sd",
+        # the tiny twin of every family (tests/e2e/test_families.py); anything else is refused
+        "REALRAG_SERVED_MODELS": '["tiny-sd", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-omnigen"]',
         "REALRAG_QUEUE_NAME": f"realrag.test.{uuid.uuid4().hex[:8]}",
         "REALRAG_GATEWAY_PORT": str(free_port()),
         "REALRAG_RETRIEVER_PORT": str(free_port()),

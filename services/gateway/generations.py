@@ -20,7 +20,7 @@ from celery import Celery
 from services.errors import ApiError
 from services.jobs import JobStore
 from services.queue import GENERATE_TASK
-from services.registry import ModelSpec, load_registry
+from services.registry import ModelSpec, load_registry, served_model_keys
 from services.schemas import (
     GenerateTask,
     GenerationRequest,
@@ -77,7 +77,10 @@ def resolve(body: GenerationRequest, settings: Settings) -> Resolved:
     models = load_registry(settings)
     key = body.model or settings.default_model
     if key not in models:
-        raise ApiError(422, "unknown_model", f"unknown model {key!r}", available=sorted(models))
+        raise ApiError(422, "unknown_model", f"unknown model {key!r}", available=served_model_keys(settings))
+    served = served_model_keys(settings)
+    if key not in served:
+        raise ApiError(422, "model_not_served", f"model {key!r} is not served here; served: {', '.join(served)}", served=served)
     spec = models[key]
     if not 1 <= body.n <= settings.max_n:
         raise ApiError(422, "n_out_of_range", f"n must be between 1 and {settings.max_n}")

@@ -136,6 +136,9 @@ class ModelInfo(BaseModel):
     retrievers: list[str]
     default_retriever: str | None = None
     default: bool
+    dtype: str = Field(description="the weights' dtype on the worker (float32, float16, bfloat16)")
+    loaded: bool | None = Field(description="a live worker holds the model loaded; null when Redis is unreachable")
+    loaded_on: list[str] = Field(default_factory=list, description="the devices of the workers holding it")
 
 
 class ModelList(BaseModel):

@@ -80,6 +80,10 @@ GATEWAY_COPY = "COPY services /opt/realrag/app/services\n"
 # The worker target's copy (the ops target before it copies generator_service too, then realrag).
 WORKER_COPY = "COPY generator_service /opt/realrag/app/generator_service\nRUN python -m compileall"
 REQUIREMENTS_INSTALL = "pip install --prefer-binary -c constraints.txt -r /tmp/requirements.txt"
+GPU_CAPABILITIES = "NVIDIA_DRIVER_CAPABILITIES=compute,utility"
+CPU_TORCH_INSTALL = 'pip install --prefer-binary --no-deps --index-url "$TORCH_CPU_INDEX" -c constraints.txt torch torchvision'
+CUDA_GUARD = ("&& python -c \"import sys, torch; sys.exit(f'torch {torch.__version__} is a CUDA build' "
+              "if torch.version.cuda else 0)\" \\\n ")
 
 
 @pytest.mark.parametrize(
@@ -132,6 +136,31 @@ REQUIREMENTS_INSTALL = "pip install --prefer-binary -c constraints.txt -r /tmp/r
                      "installs the realrag distribution", id="ml-installs-the-project"),
         pytest.param("ml", "requirements_from_pyproject.py pyproject.toml ml >", "requirements_from_pyproject.py pyproject.toml >",
                      "does not install the ml extra", id="ml-without-ml-extra"),
+        # Which GPUs a container sees is decided by whoever grants them, never by the image.
+        pytest.param("ml", GPU_CAPABILITIES, "NVIDIA_VISIBLE_DEVICES=all \\\n    " + GPU_CAPABILITIES,
+                     "ml:ml-base: sets NVIDIA_VISIBLE_DEVICES", id="ml-bakes-visible-devices"),
+        pytest.param("ml", "FROM ml-runtime AS worker\n", "FROM ml-runtime AS worker\nENV NVIDIA_VISIBLE_DEVICES all\n",
+                     "ml:worker: sets NVIDIA_VISIBLE_DEVICES", id="worker-bakes-visible-devices-legacy-form"),
+        pytest.param("gateway", "USER 10001:10001", "ARG NVIDIA_VISIBLE_DEVICES=0\nUSER 10001:10001",
+                     "gateway:gateway: sets NVIDIA_VISIBLE_DEVICES", id="gateway-bakes-visible-devices"),
+        # The CPU retriever carries torch's CPU build, the GPU targets the CUDA build.
+        pytest.param("ml", "FROM ml-runtime-cpu AS retriever-cpu", "FROM ml-runtime AS retriever-cpu",
+                     "ml:retriever-cpu: its venv (stage 'build') does not install torch from the CPU wheel index",
+                     id="cpu-retriever-on-the-cuda-venv"),
+        pytest.param("ml", CPU_TORCH_INSTALL, CPU_TORCH_INSTALL.replace('--index-url "$TORCH_CPU_INDEX" ', ""),
+                     "ml:retriever-cpu: its venv (stage 'build-cpu') does not install torch from the CPU wheel index",
+                     id="cpu-venv-from-pypi"),
+        pytest.param("ml", "ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu",
+                     "ARG TORCH_CPU_INDEX=https://download.pytorch.org/whl/cu130",
+                     "does not install torch from the CPU wheel index", id="cpu-venv-from-a-cuda-index"),
+        pytest.param("ml", CUDA_GUARD, "", "never checks that no CUDA build of torch got in", id="cpu-venv-unchecked"),
+        pytest.param("ml", "FROM ml-runtime AS worker", "FROM ml-runtime-cpu AS worker",
+                     "ml:worker: its venv (stage 'build-cpu') installs torch from a CPU wheel index; worker needs the CUDA build",
+                     id="worker-on-the-cpu-venv"),
+        pytest.param("ml", "FROM ml-runtime-cpu AS retriever-cpu", "FROM ml-runtime-cpu AS retriever-small",
+                     "ml: no build target 'retriever-cpu'", id="cpu-retriever-renamed"),
+        pytest.param("ml", "COPY --from=build-cpu /opt/venv /opt/venv\n", "",
+                     "ml:retriever-cpu: copies no /opt/venv from a build stage", id="cpu-runtime-without-venv"),
     ],
 )
 def test_planted_dockerfile_mistake_is_caught(role, old, new, expected):
@@ -155,13 +184,14 @@ def test_each_image_copies_only_its_packages():
     assert copied == {"services"}
     stages, _ = v.dockerfile_stages(TEXTS["ml"])
     by_name = {s["name"]: s for s in stages if s["name"]}
-    for target, packages in (("retriever", {"services", "retriever_service"}), ("worker", {"services", "generator_service"}),
-                             ("ops", set(v.FIRST_PARTY))):
+    for target, packages in (("retriever", {"services", "retriever_service"}), ("retriever-cpu", {"services", "retriever_service"}),
+                             ("worker", {"services", "generator_service"}), ("ops", set(v.FIRST_PARTY))):
         copied = {source.split("/")[0] for source in v.image_copies(by_name[target], by_name)} & set(v.FIRST_PARTY)
         assert copied == packages, target
     commands = v.image_commands(TEXTS["ml"])
     assert commands["worker"]["argv"] == v.ENTRY_POINTS["worker"]
-    assert commands["retriever"]["argv"] == v.ENTRY_POINTS["retriever"]
+    assert commands["retriever"]["argv"] == commands["retriever-cpu"]["argv"] == v.ENTRY_POINTS["retriever"]
+    assert commands["retriever-cpu"]["healthcheck"] == commands["retriever"]["healthcheck"]
     assert commands["ops"]["argv"][:1] == ["realrag"] and commands["ops"]["healthcheck"] is None
     assert v.image_commands(TEXTS["gateway"])["gateway"]["argv"] == v.ENTRY_POINTS["gateway"]
 
@@ -221,3 +251,20 @@ def test_planted_imports_outside_the_gateway_image_are_caught(tmp_path):
         name = module.removesuffix(".py").replace("/", ".")
         assert any(p.startswith(f"gateway image: {name}: ") and repr(missing) in p for p in problems), (module, problems)
     assert len(problems) == len(PLANTED_IMPORTS), problems
+
+
+def test_the_cpu_retriever_venv_installs_torch_from_the_cpu_index_under_the_tests_pins():
+    """torch==2.14.1 in constraints.txt admits the CPU index's 2.14.1+cpu (PEP 440: a pin without a
+    local label ignores the candidate's), so the CPU image runs the tested torch version."""
+    from packaging.specifiers import SpecifierSet
+
+    stages, _ = v.dockerfile_stages(TEXTS["ml"])
+    by_name = {s["name"]: s for s in stages if s["name"]}
+    venv = v._venv_stage(by_name["retriever-cpu"], by_name)
+    assert venv["name"] == "build-cpu" and v._venv_stage(by_name["retriever"], by_name)["name"] == "build"
+    assert v._torch_indexes(venv, by_name) == ["https://download.pytorch.org/whl/cpu"]
+    assert v._torch_indexes(by_name["build"], by_name) == []
+    ml = v.pyproject()["project"]["optional-dependencies"]["ml"]
+    for name in ("torch", "torchvision"):
+        pinned = v.pinned_version(ml, name)
+        assert f"{pinned}+cpu" in SpecifierSet(f"=={pinned}"), name

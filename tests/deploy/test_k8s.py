@@ -170,6 +170,16 @@ PLANTED = {
     "root-pod": (lambda d: worker_spec(d)["securityContext"].pop("runAsNonRoot"), "runAsNonRoot"),
     "qdrant-version-drift": (lambda d: find(d, "StatefulSet", "realrag-qdrant")["spec"]["template"]["spec"]["containers"][0].update(
         image="qdrant/qdrant:v1.12.0-unprivileged"), "does not match qdrant-client"),
+    "worker-too-big-for-l4-nodes": (lambda d: container(d, "realrag-worker")["resources"]["requests"].update(cpu="4", memory="16Gi"),
+                                    "does not fit the smallest L4 node shapes"),
+    "worker-limit-below-request": (lambda d: container(d, "realrag-worker")["resources"]["limits"].update(memory="8Gi"),
+                                   "limits.memory is below requests.memory"),
+    "worker-device-auto": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_DEVICE="auto"),
+                           "needs REALRAG_DEVICE=cuda"),
+    "unknown-served-model": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_SERVED_MODELS='["sd15", "sdxxl"]'),
+                             "served_models names unknown model(s) ['sdxxl']"),
+    "default-model-not-served": (lambda d: find(d, "ConfigMap", "realrag-config")["data"].update(REALRAG_SERVED_MODELS='["sdxl"]'),
+                                 "default_model 'sd15' is not in served_models"),
     "heartbeat-on-shared-volume": (lambda d: _set_env(d, "realrag-worker", "REALRAG_HEARTBEAT_FILE", "/artifacts/hb"), "pod-local"),
     # Each service runs its module; the images have no `realrag` command.
     "gateway-cli-args": (lambda d: _cli_args(d, "realrag-gateway", ["gateway"]),
@@ -185,6 +195,12 @@ PLANTED = {
         command=["realrag", "probe", "worker", "--readiness"]), "readiness must be `python -m generator_service probe --readiness`"),
     "startup-probe-is-liveness": (lambda d: container(d, "realrag-worker")["startupProbe"]["exec"].update(
         command=["python", "-m", "generator_service", "probe", "--liveness"]), "startupProbe must wait for the loaded model"),
+    # Replicas share one index (and each collection's re-index record): a Qdrant server, never the embedded engine.
+    "retriever-embedded-index": (lambda d: _set_env(d, "realrag-retriever", "REALRAG_QDRANT_URL", ""),
+                                 "Deployment/realrag-retriever: no REALRAG_QDRANT_URL"),
+    # GPUs are granted by the device plugin, not named in a manifest.
+    "retriever-sees-every-gpu": (lambda d: _set_env(d, "realrag-retriever", "NVIDIA_VISIBLE_DEVICES", "all"),
+                                 "Deployment/realrag-retriever container retriever: sets NVIDIA_VISIBLE_DEVICES"),
     # The local artefact store must be the one shared PVC: a per-pod volume splits corpus and outputs.
     "artifacts-on-emptydir": (lambda d: _artifacts_volume(d, "realrag-worker", {"name": "artifacts", "emptyDir": {}}),
                               "Deployment/realrag-worker: the local artefact store (REALRAG_ARTIFACT_DIR) must be on the shared"),

@@ -15,7 +15,7 @@ from services.settings import get_settings
 @pytest.fixture
 def beat(tmp_path):
     path = tmp_path / "hb" / "worker-heartbeat"
-    heartbeat.touch(path, consuming=False, model_loaded=False)  # the state is per process: start from "just started"
+    heartbeat.touch(path, consuming=False, model_loaded=False, device=None)  # the state is per process: start from "just started"
     return path
 
 
@@ -114,3 +114,42 @@ heartbeat.touch(path)                   # a later beat of the main process
     assert heartbeat.check(path, liveness=False, max_age_s=60, need_model=True) == (True, "ready")
     heartbeat.reset(path)  # what a restarting worker writes first: an old run's flags do not count
     assert heartbeat.check(path, liveness=False, max_age_s=60, need_model=False) == (False, "consumer not connected")
+
+
+def test_the_heartbeat_keeps_beating_while_a_model_loads(beat):
+    """A first load of real weights takes minutes: the liveness probe must see fresh beats meanwhile."""
+    import time
+
+    age(beat, 600)
+    with heartbeat.beating(beat, every_s=0.02):
+        deadline = time.monotonic() + 30
+        while not heartbeat.check(beat, liveness=True, max_age_s=60, need_model=False)[0]:
+            assert time.monotonic() < deadline, "no beat while loading"
+            time.sleep(0.02)
+
+
+def test_beating_does_not_create_a_heartbeat_outside_a_worker(tmp_path):
+    """`realrag generate` loads through the same loader: with no worker file there is nothing to touch."""
+    import time
+
+    with heartbeat.beating(tmp_path / "none", every_s=0.01):
+        time.sleep(0.1)
+    assert not (tmp_path / "none").exists()
+
+
+def test_readiness_wants_the_model_on_the_configured_device(beat):
+    heartbeat.touch(beat, consuming=True, model_loaded=True, device="cpu")
+    assert heartbeat.check(beat, liveness=False, max_age_s=60, need_model=True, device=None) == (True, "ready")
+    assert heartbeat.check(beat, liveness=False, max_age_s=60, need_model=True, device="cuda") == (
+        False, "model loaded on cpu, not on cuda")
+    heartbeat.touch(beat, device="cuda:0")
+    assert heartbeat.check(beat, liveness=False, max_age_s=60, need_model=True, device="cuda")[0] is True
+
+
+def test_a_fatal_start_fails_both_probes_and_survives_the_main_process_beats(beat):
+    data = heartbeat.read(beat) or {}  # what a pool child that cannot start writes (tasks._die)
+    beat.write_text(json.dumps({**data, "fatal": "DeviceUnavailable: REALRAG_DEVICE=cuda: no usable CUDA GPU"}))
+    heartbeat.touch(beat, consuming=True)  # the main process keeps beating
+    for liveness in (True, False):
+        ok, reason = heartbeat.check(beat, liveness=liveness, max_age_s=60, need_model=False)
+        assert not ok and reason.startswith("worker cannot start: DeviceUnavailable")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 
 import pytest
 
-from generator_service.loader import get_generator, loaded_models, worker_device
+from generator_service.loader import DeviceUnavailable, get_generator, loaded_devices, loaded_models, worker_device
 from services.settings import Settings
 
 
@@ -69,6 +70,35 @@ def test_unknown_key_raises_and_caches_nothing(settings):
 
 def test_models_load_on_the_configured_device(settings, keys):
     assert worker_device(settings) == "cpu"
-    assert worker_device(settings.model_copy(update={"device": "cuda:1"})) == "cuda:1", "an explicit device is used as given"
+    assert worker_device(settings.model_copy(update={"device": "meta"})) == "meta", "a non-CUDA device is used as given"
     generator, _ = get_generator(keys[0], settings)
     assert generator.device == "cpu"
+
+
+def test_an_explicit_cuda_device_this_machine_lacks_fails_loudly(settings):
+    """REALRAG_DEVICE=cuda:N (set by the GPU overlays) never falls back to the CPU: no GPU, or no
+    device N, is an error naming the device."""
+    import torch
+
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last GPU (cuda:0 on a CPU machine)
+    with pytest.raises(DeviceUnavailable, match=f"REALRAG_DEVICE={missing}"):
+        worker_device(settings.model_copy(update={"device": missing}))
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceUnavailable, match="no usable CUDA GPU"):
+            worker_device(settings.model_copy(update={"device": "cuda"}))
+
+
+def test_auto_falls_back_to_the_cpu_and_says_so(settings, caplog):
+    import torch
+
+    if torch.cuda.is_available():
+        assert worker_device(settings.model_copy(update={"device": "auto"})) == "cuda"
+        return
+    with caplog.at_level(logging.WARNING, logger="generator_service.loader"):
+        assert worker_device(settings.model_copy(update={"device": "auto"})) == "cpu"
+    assert "generating on the CPU" in caplog.text
+
+
+def test_a_load_records_its_device(settings, keys):
+    get_generator(keys[1], settings)
+    assert loaded_devices()[keys[1]] == "cpu"

@@ -50,6 +50,7 @@ PARAM_OF_CODE = {
     "empty_prompt": "prompt",
     "prompt_too_long": "prompt",
     "unknown_model": "model",
+    "model_not_served": "model",
     "n_out_of_range": "n",
     "invalid_size": "size",
     "steps_out_of_range": "steps",

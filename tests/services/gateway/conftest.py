@@ -36,6 +36,7 @@ def base_env(tmp_path_factory) -> Iterator[dict[str, str]]:
         "REALRAG_ENCODER_DEVICE": "cpu",
         "REALRAG_DEVICE": "cpu",
         "REALRAG_DEFAULT_MODEL": "tiny-sd",
+        "REALRAG_SERVED_MODELS": "[]",  # the default model only, whatever a session-wide stack fixture exported
         "REALRAG_QUEUE_NAME": f"realrag.unit.{uuid.uuid4().hex[:8]}",
     }
     with environment(values):

@@ -190,6 +190,7 @@ def test_public_base_url_prefixes_the_urls(serve, redis_db):
         ({"prompt": ""}, "empty_prompt", "prompt"),
         ({"prompt": " "}, "empty_prompt", "prompt"),
         ({"prompt": "ok", "model": "no-such-model"}, "unknown_model", "model"),
+        ({"prompt": "ok", "model": "sd15"}, "model_not_served", "model"),  # known, but not REALRAG_SERVED_MODELS
         ({"prompt": "ok", "style": "vivid"}, "invalid_request", "style"),  # refused, not ignored
         ({"prompt": "ok", "response_format": "jpeg"}, "invalid_request", "response_format"),
         ({"prompt": "ok", "extra_body": {"seed": -1}}, "invalid_request", "seed"),
@@ -253,7 +254,7 @@ def test_failed_generation_is_one_job_despite_the_sdks_retries(serve, redis_db, 
         f'[models.broken-sd]\nfamily = "sd"\nsource = "{tmp_path / "weights"}"\ndefault_steps = 2\n'
         "default_width = 64\ndefault_height = 64\n"
     )
-    with serve(worker=True, sync_wait_timeout_s="120", models_file=str(models)) as served:
+    with serve(worker=True, sync_wait_timeout_s="120", models_file=str(models), served_models='["tiny-sd", "broken-sd"]') as served:
         client = served.client()
         assert client.max_retries == 2
         with pytest.raises(openai.InternalServerError) as raised:

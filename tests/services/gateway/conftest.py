@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from tests.conftest import TINY_CLIP
 
-from .helpers import REDIS_URL, environment, serve_in_thread, solid_png
+from .helpers import REDIS_URL, clean_redis, environment, serve_in_thread, solid_png
 
 # three plain photos in the corpus, addressed by object id in retrieval filters
 CORPUS = {"red-car": (200, 30, 30), "green-tree": (30, 180, 40), "blue-sky": (40, 60, 220)}
@@ -69,14 +69,9 @@ def corpus(retriever_url) -> dict[str, dict]:
 
 @pytest.fixture
 def redis_db() -> Iterator[redis.Redis]:
-    """The test database; keys the test creates (job records, cancel flags, queues) are removed after it."""
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    before = set(client.keys("*"))
-    yield client
-    created = set(client.keys("*")) - before
-    if created:
-        client.delete(*created)
-    client.close()
+    """The test database; keys the test creates are removed after it."""
+    with clean_redis(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture

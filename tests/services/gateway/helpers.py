@@ -75,3 +75,18 @@ def queued_messages(client: redis.Redis, queue: str) -> list[dict]:
 def decode_task(raw: str) -> GenerateTask:
     args, _kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
     return GenerateTask.model_validate(args[0])
+
+
+@contextmanager
+def clean_redis(url: str) -> Iterator[redis.Redis]:
+    """A client on a test database; the keys created while it is open (job records, cancel flags,
+    queues, idempotency keys) are removed afterwards."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    before = set(client.keys("*"))
+    try:
+        yield client
+    finally:
+        created = set(client.keys("*")) - before
+        if created:
+            client.delete(*created)
+        client.close()

@@ -31,7 +31,7 @@ from services.jobs import JobStore
 from services.schemas import Job, JobStatus
 from services.settings import Settings
 
-from .helpers import decode_task, environment, queued_messages, serve_in_thread
+from .helpers import clean_redis, decode_task, environment, queued_messages, serve_in_thread
 
 
 @dataclass
@@ -83,14 +83,9 @@ REDIS_URL = "redis://127.0.0.1:6379/11"
 
 @pytest.fixture
 def redis_db() -> Iterator[redis.Redis]:
-    """This module's database; the keys a test creates (jobs, queues, idempotency keys) go after it."""
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    before = set(client.keys("*"))
-    yield client
-    created = set(client.keys("*")) - before
-    if created:
-        client.delete(*created)
-    client.close()
+    """This module's database; the keys a test creates go after it."""
+    with clean_redis(REDIS_URL) as client:
+        yield client
 
 
 @pytest.fixture

@@ -15,8 +15,19 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class TenantConfig(BaseModel):
+    """One API client (REALRAG_TENANTS is a JSON list of these). Only the key's SHA-256 is configured,
+    never the key itself (`realrag tenants add NAME` prints a fresh key and its entry)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    role: Literal["user", "admin"] = "user"
+    requests_per_minute: int | None = Field(None, ge=1)  # None: default_requests_per_minute
+    max_jobs_in_flight: int | None = Field(None, ge=1)  # None: default_max_jobs_in_flight
 
 
 class Settings(BaseSettings):
@@ -98,14 +109,38 @@ class Settings(BaseSettings):
     retriever_host: str = "127.0.0.1"
     retriever_port: int = 8001
     public_base_url: str = ""
-    api_keys: list[SecretStr] = Field(default_factory=list)
     cors_origins: list[str] = Field(default_factory=list)
-    playground_enabled: bool = True
-    webhook_secret: SecretStr | None = None
-    webhook_allow_private: bool = False
+    # None: on in development and test, off in production.
+    playground_enabled: bool | None = None
     sync_wait_timeout_s: float = Field(300.0, gt=0)
     sse_ping_s: float = Field(15.0, gt=0)
     sse_send_timeout_s: float = Field(30.0, gt=0)
+
+    # --- Tenants, auth and least privilege (#10) --------------------------------------------
+    # Empty tenants: auth is off (development only, logged loudly; refused in production).
+    tenants: list[TenantConfig] = Field(default_factory=list)
+    default_requests_per_minute: int = Field(600, ge=1)
+    default_max_jobs_in_flight: int = Field(32, ge=1)
+    max_idempotency_keys_per_tenant: int = Field(10_000, ge=1)
+    # Signed artefact URLs: HMAC-SHA256 over path + expiry. Unset: a random key per process
+    # (development only; several gateway replicas must share one key).
+    url_signing_key: SecretStr | None = None
+    signed_url_ttl_s: int = Field(3_600, ge=1, le=604_800)
+    # /metrics needs `Authorization: Bearer <metrics_token>` when set; unset: open (development only).
+    metrics_token: SecretStr | None = None
+    # The retriever requires retriever_token on every route when set (the gateway and the worker
+    # present it) and retriever_admin_token on /v1/admin/* (operators, `realrag index`).
+    retriever_token: SecretStr | None = None
+    retriever_admin_token: SecretStr | None = None
+
+    # --- Webhooks: a Celery task on their own CPU queue (services/notifier) -----------------
+    # webhook_secret is a Standard Webhooks secret: "whsec_" + base64 of the key bytes.
+    webhook_secret: SecretStr | None = None
+    webhook_allow_private: bool = False
+    webhook_queue: str = "realrag.webhooks"
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    # Seconds before each retry (exponential, ~8.5 h in all); 4xx other than 408/409/429 is final.
+    webhook_retry_delays_s: list[int] = Field(default_factory=lambda: [5, 30, 120, 600, 1_800, 3_600, 7_200, 18_000])
 
     # --- Limits (every one is a 4xx when exceeded) ------------------------------------------
     max_prompt_chars: int = Field(1_000, ge=1)
@@ -119,6 +154,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024)
     max_upload_pixels: int = Field(4096 * 4096, ge=1)
     max_search_results: int = Field(50, ge=1)
+    max_metadata_bytes: int = Field(4_096, ge=0)  # GenerationRequest.metadata as compact JSON
+    max_header_bytes: int = Field(16_384, ge=1_024)  # all request headers together
 
     @model_validator(mode="after")
     def _check_limits(self) -> Settings:
@@ -166,7 +203,13 @@ class Settings(BaseSettings):
 
     @property
     def auth_enabled(self) -> bool:
-        return bool(self.api_keys)
+        return bool(self.tenants)
+
+    @property
+    def playground_on(self) -> bool:
+        if self.playground_enabled is None:
+            return self.environment != "production"
+        return self.playground_enabled
 
 
 @lru_cache

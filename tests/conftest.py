@@ -27,6 +27,11 @@ from services.settings import Settings  # noqa: E402
 Settings.model_config["env_file"] = None
 
 
+# Where the tests' Redis server is (host:port); each test module uses a database of its own on it.
+# Concurrent test sessions on one machine each set their own (e.g. a redis-server on another port).
+TEST_REDIS = os.environ.get("REALRAG_TEST_REDIS", "127.0.0.1:6379")
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
@@ -47,6 +52,7 @@ def stack_env(tmp_path_factory) -> dict[str, str]:
         "REALRAG_QUEUE_NAME": f"realrag.test.{uuid.uuid4().hex[:8]}",
         "REALRAG_GATEWAY_PORT": str(free_port()),
         "REALRAG_RETRIEVER_PORT": str(free_port()),
+        "REALRAG_REDIS_URL": f"redis://{TEST_REDIS}/0",
         "REALRAG_EMBEDDED_REDIS": "never",
         "REALRAG_MAX_DELIVERIES": "2",
         "REALRAG_WEBHOOK_ALLOW_PRIVATE": "true",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -11,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from services.errors import ApiError
 from services.jobs import JobStore
 from services.settings import Settings
+from services.tenants import Tenant, find_tenant, local_tenant
 
 from .generations import GenerationService
 from .retriever_client import RetrieverClient
@@ -41,29 +41,36 @@ GenerationsDep = Annotated[GenerationService, Depends(get_generations)]
 # The two ways to present a key, declared as OpenAPI security schemes (generated clients send them);
 # auto_error=False: a missing key is our own 401 with the usual error body, and only when keys are set.
 BEARER = HTTPBearer(
-    scheme_name="bearerAuth", auto_error=False, description="`Authorization: Bearer KEY`, KEY one of REALRAG_API_KEYS"
+    scheme_name="bearerAuth", auto_error=False, description="`Authorization: Bearer KEY`, KEY a tenant's API key (REALRAG_TENANTS)"
 )
 API_KEY_HEADER = APIKeyHeader(
-    name="X-API-Key", scheme_name="apiKeyAuth", auto_error=False, description="`X-API-Key: KEY`, KEY one of REALRAG_API_KEYS"
+    name="X-API-Key", scheme_name="apiKeyAuth", auto_error=False, description="`X-API-Key: KEY`, KEY a tenant's API key (REALRAG_TENANTS)"
 )
 
 
-def require_api_key(
+def require_tenant(
     settings: SettingsDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
-) -> None:
-    """Bearer token or X-API-Key, compared in constant time. No keys configured: auth is off."""
+) -> Tenant:
+    """The calling tenant, from a Bearer token or X-API-Key. No tenants configured: auth is off."""
     if not settings.auth_enabled:
-        return
+        return local_tenant(settings)
     presented = bearer.credentials.strip() if bearer is not None else x_api_key
-    if presented:
-        for key in settings.api_keys:
-            if secrets.compare_digest(presented.encode(), key.get_secret_value().encode()):
-                return
-    error = ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
-    error.headers["WWW-Authenticate"] = "Bearer"
-    raise error
+    tenant = find_tenant(settings, presented) if presented else None
+    if tenant is None:
+        error = ApiError(401, "unauthorized", "a valid API key is required (Authorization: Bearer KEY)")
+        error.headers["WWW-Authenticate"] = "Bearer"
+        raise error
+    return tenant
 
 
-Authenticated = Depends(require_api_key)
+def require_admin(tenant: Annotated[Tenant, Depends(require_tenant)]) -> Tenant:
+    if not tenant.is_admin:
+        raise ApiError(403, "forbidden", "this operation needs an admin API key")
+    return tenant
+
+
+Authenticated = Depends(require_tenant)
+CurrentTenant = Annotated[Tenant, Depends(require_tenant)]
+AdminTenant = Annotated[Tenant, Depends(require_admin)]

@@ -29,7 +29,7 @@ import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.conftest import TINY_CLIP
+from tests.conftest import TEST_REDIS, TINY_CLIP
 
 pytestmark = pytest.mark.slow  # starts the stack
 
@@ -37,7 +37,7 @@ SEED = 20_251_111
 MAX_EXAMPLES = 50  # fuzzing cases per operation, on top of the examples and coverage phases
 MIN_CASES = 1_000
 API_KEY = "fuzz-key"
-REDIS_URL = "redis://127.0.0.1:6379/12"  # a database of its own; every key the run makes is deleted
+REDIS_URL = f"redis://{TEST_REDIS}/12"  # a database of its own; every key the run makes is deleted
 # the settings that shape the document (limits, auth): the stack runs with them, the schema is built with them
 FUZZ_SETTINGS = {
     "REALRAG_API_KEYS": f'["{API_KEY}"]',

@@ -14,9 +14,9 @@ from services.artifacts import LocalArtifactStore
 from services.jobs import JobStore
 from services.schemas import GenerateTask, GenerationRequest, Job, JobStatus
 from services.settings import Settings
-from tests.conftest import png_bytes
+from tests.conftest import TEST_REDIS, png_bytes
 
-REDIS_URL = "redis://127.0.0.1:6379/14"  # a database of its own; every key a test makes is deleted
+REDIS_URL = f"redis://{TEST_REDIS}/14"  # a database of its own; every key a test makes is deleted
 
 
 @pytest.fixture

@@ -26,11 +26,12 @@ from services.jobs import JobStore
 from services.registry import get_spec
 from services.schemas import GenerateTask, GenerationRequest, Job, JobStatus
 from services.settings import Settings
+from tests.conftest import TEST_REDIS
 
 pytestmark = pytest.mark.real_layout
 
 PRESETS = ["sd15", "sd21", "sdxl", "sd35-large", "flux-dev", "flux-dev-redux", "omnigen-v1"]
-REDIS_URL = "redis://127.0.0.1:6379/14"  # a database of its own; every key a test makes is deleted
+REDIS_URL = f"redis://{TEST_REDIS}/14"  # a database of its own; every key a test makes is deleted
 JOB_PREFIX = f"real-layout-{uuid.uuid4().hex[:8]}-"
 SIZE, STEPS, SEED = 64, 2, 11
 

@@ -18,10 +18,10 @@ from PIL import Image
 
 from services.schemas import GenerateTask
 from services.settings import get_settings
-from tests.conftest import png_bytes
+from tests.conftest import TEST_REDIS, png_bytes
 
 TEST_REDIS_DB = 13  # dedicated to these tests; the e2e stack and the dev server use db 0
-REDIS_URL = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
+REDIS_URL = f"redis://{TEST_REDIS}/{TEST_REDIS_DB}"
 
 
 @contextmanager

@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from services.jobs import JobStore
 from services.schemas import Job, JobStatus
 from services.settings import Settings
+from tests.conftest import TEST_REDIS
 
 from .helpers import clean_redis, decode_task, environment, queued_messages, serve_in_thread
 
@@ -78,7 +79,7 @@ def _worker(served: Served) -> Iterator[None]:
 
 # A database of its own: the other gateway tests clean up db 13 by deleting every key that appeared
 # during a test, which would take this module's job records along when two sessions run at once.
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = f"redis://{TEST_REDIS}/11"
 
 
 @pytest.fixture

@@ -40,6 +40,9 @@ COMPOSE_MINIO_OVERRIDE = REPO / "docker-compose.minio.yml"
 # The stack's own settings file; the developer's `.env` (read by `realrag serve`) must not reach it.
 COMPOSE_ENV_FILE = "deploy/compose.env"
 COMPOSE_ENV_EXAMPLE = DEPLOY / "compose.env.example"
+# Its secrets: interpolation only (--env-file), never an env_file of a container.
+COMPOSE_SECRETS_FILE = "deploy/compose.secrets.env"
+COMPOSE_SECRETS_EXAMPLE = DEPLOY / "compose.secrets.env.example"
 K8S_SECRETS_EXAMPLE = K8S / "secrets.env.example"
 DOCKERFILES = {"gateway": DEPLOY / "docker" / "gateway.Dockerfile", "ml": DEPLOY / "docker" / "ml.Dockerfile"}
 
@@ -56,7 +59,32 @@ APP_SERVICES = ("gateway", "retriever", "worker")
 GPU_SERVICES = ("retriever", "worker")
 ALLOWED_RESTART = {"always", "unless-stopped", "on-failure"}
 # Names that carry secrets: their values must come from interpolation / Secrets, never a literal.
-SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|SECRET_KEY|SECRET_ACCESS_KEY|TOKEN|API_KEY|API_KEYS|AUTH)$", re.IGNORECASE)
+SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|SECRET_KEY|SECRET_ACCESS_KEY|TOKEN|API_KEY|API_KEYS|AUTH|TENANTS|SIGNING_KEY)$",
+                         re.IGNORECASE)
+# Least privilege (#10): the secret keys each component's pods may receive, and those they must.
+# Components not listed (KEDA's TriggerAuthentication aside) receive none.
+SECRET_SCOPES = {
+    "gateway": {"REDIS_PASSWORD", "REALRAG_TENANTS", "REALRAG_URL_SIGNING_KEY", "REALRAG_METRICS_TOKEN", "REALRAG_RETRIEVER_TOKEN",
+                "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"},
+    "retriever": {"QDRANT_API_KEY", "REALRAG_RETRIEVER_TOKEN", "REALRAG_RETRIEVER_ADMIN_TOKEN", "HF_TOKEN",
+                  "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"},
+    "worker": {"REDIS_PASSWORD", "HF_TOKEN", "S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY"},
+    "notifier": {"REDIS_PASSWORD", "REALRAG_WEBHOOK_SECRET"},
+    "broker": {"REDIS_PASSWORD"},
+    "vector-store": {"QDRANT_API_KEY", "QDRANT_READ_ONLY_API_KEY"},
+}
+REQUIRED_SECRET_SETTINGS = {
+    "gateway": ("REALRAG_TENANTS", "REALRAG_URL_SIGNING_KEY", "REALRAG_METRICS_TOKEN", "REALRAG_RETRIEVER_TOKEN"),
+    "retriever": ("REALRAG_QDRANT_API_KEY", "REALRAG_RETRIEVER_TOKEN", "REALRAG_RETRIEVER_ADMIN_TOKEN"),
+}
+# Who may open a connection to whom (NetworkPolicy peers by component label).
+INGRESS_PEERS = {"broker": {"gateway", "worker", "notifier"}, "vector-store": {"retriever", "ingest"},
+                 "retriever": {"gateway", "ingest"}}
+# What stands in for a secret when settings are validated (the real values are not in the tree).
+PLACEHOLDER_SECRETS = {
+    "REALRAG_TENANTS": '[{"name": "placeholder", "key_sha256": "' + "0" * 64 + '"}]',
+    "REALRAG_WEBHOOK_SECRET": "whsec_cGxhY2Vob2xkZXIgd2ViaG9vayBzZWNyZXQga2V5IQ==",
+}
 URL_CREDENTIALS = re.compile(r"^[a-z][a-z0-9+.-]*://(?P<user>[^:/@]*):(?P<password>[^@]*)@", re.IGNORECASE)
 # Not settings of the application, but variables the stack legitimately sets.
 NON_SETTINGS_PREFIXES = ("REALRAG_",)
@@ -99,7 +127,9 @@ ENTRY_POINTS = {
     "gateway": ["python", "-m", "services.gateway"],
     "retriever": ["python", "-m", "retriever_service"],
     "worker": ["python", "-m", "generator_service", "worker"],
+    "notifier": ["python", "-m", "services.notifier"],
 }
+NOTIFIER_PROBE = ["python", "-m", "services.notifier", "--probe"]
 WORKER_PROBE = ["python", "-m", "generator_service", "probe"]
 # The repository's packages, and which of them each image holds (build targets of the Dockerfiles).
 FIRST_PARTY = ("services", "retriever_service", "generator_service", "realrag")
@@ -280,8 +310,9 @@ def load_compose_source(path: Path) -> dict:
     return yaml.load(path.read_text(), Loader=_ComposeLoader) or {}
 
 
-def render_compose(files: list[Path], env_file: Path = COMPOSE_ENV_EXAMPLE, workdir: Path | None = None) -> dict:
-    """`docker compose config` of the files, interpolated from env_file, as a dict.
+def render_compose(files: list[Path], env_file: Path | tuple[Path, ...] = (COMPOSE_ENV_EXAMPLE, COMPOSE_SECRETS_EXAMPLE),
+                   workdir: Path | None = None) -> dict:
+    """`docker compose config` of the files, interpolated from env_file(s), as a dict.
 
     The files are copied into a scratch directory first, so a developer's own `.env` next to the
     real compose file cannot change the result.
@@ -294,7 +325,9 @@ def render_compose(files: list[Path], env_file: Path = COMPOSE_ENV_EXAMPLE, work
             copy = workdir / (f"{i}-{path.name}")
             shutil.copyfile(path, copy)
             copies.append(copy)
-        argv: list[str | Path] = [compose_binary(), "--project-directory", workdir, "--env-file", env_file]
+        argv: list[str | Path] = [compose_binary(), "--project-directory", workdir]
+        for path in (env_file,) if isinstance(env_file, Path) else env_file:
+            argv += ["--env-file", path]
         for copy in copies:
             argv += ["-f", copy]
         argv += ["config", "--format", "json"]
@@ -336,12 +369,15 @@ def check_compose_env_files(source: dict, where: str = "docker-compose.yml") -> 
     """The app services read the stack's own env file, never the developer's `.env` (which holds
     `realrag serve` settings such as a local data dir or REALRAG_ENVIRONMENT=development)."""
     problems = []
-    for name in APP_SERVICES:
+    for name in (*APP_SERVICES, "notifier"):
         entries = (source.get("services") or {}).get(name, {}).get("env_file") or []
         entries = [entries] if isinstance(entries, (str, dict)) else entries
         paths = [str(e.get("path") if isinstance(e, dict) else e) for e in entries]
         if any(Path(path).name == ".env" for path in paths):
             problems.append(f"{where} services.{name}: env_file reads the developer's .env; use {COMPOSE_ENV_FILE}")
+        elif any(Path(path).name == Path(COMPOSE_SECRETS_FILE).name for path in paths):
+            problems.append(f"{where} services.{name}: env_file {COMPOSE_SECRETS_FILE} hands every secret to the container; "
+                            "name the ones it uses in `environment` (interpolated)")
         elif paths and COMPOSE_ENV_FILE not in paths:
             problems.append(f"{where} services.{name}: env_file {paths} is not {COMPOSE_ENV_FILE}")
     return problems
@@ -377,6 +413,61 @@ def check_compose_secrets(source: dict, where: str = "docker-compose.yml") -> li
         creds = URL_CREDENTIALS.match(text)
         if creds and creds.group("password") and not re.fullmatch(r"\$\{[^}]+\}", creds.group("password")):
             problems.append(f"{place}: {key} embeds a literal password in a URL; interpolate it, e.g. ${{REDIS_PASSWORD:?...}}")
+    return problems
+
+
+def check_compose_settings_file(text: str, where: str = "deploy/compose.env.example") -> list[str]:
+    """The settings file every app container reads (env_file) holds no secret."""
+    problems = []
+    for line in text.splitlines():
+        key = line.split("=", 1)[0].strip().removeprefix("#").strip() if "=" in line else ""
+        if re.fullmatch(r"[A-Z][A-Z0-9_]*", key) and (SECRET_NAME.search(key) or key in SECRET_ENV):
+            problems.append(f"{where}: {key} is a secret in the file every app container reads; move it to "
+                            f"{COMPOSE_SECRETS_FILE} and name it in the services that use it")
+    return problems
+
+
+# Container variables that carry a secret, and the secret key (SECRET_SCOPES) each carries.
+SECRET_ENV = {"REALRAG_REDIS_URL": "REDIS_PASSWORD", "REDIS_PASSWORD": "REDIS_PASSWORD", "REALRAG_QDRANT_API_KEY": "QDRANT_API_KEY",
+              "QDRANT_API_KEY": "QDRANT_API_KEY", "REALRAG_S3_ACCESS_KEY_ID": "S3_ACCESS_KEY_ID",
+              "REALRAG_S3_SECRET_ACCESS_KEY": "S3_SECRET_ACCESS_KEY", "HF_TOKEN": "HF_TOKEN",
+              **{name: name for name in ("REALRAG_TENANTS", "REALRAG_URL_SIGNING_KEY", "REALRAG_METRICS_TOKEN", "REALRAG_RETRIEVER_TOKEN",
+                                         "REALRAG_RETRIEVER_ADMIN_TOKEN", "REALRAG_WEBHOOK_SECRET")}}
+
+
+def _check_compose_secret_scopes(services: dict) -> list[str]:
+    """Each app service and the notifier get only the secrets they use (SECRET_SCOPES), and the
+    gateway and retriever the ones production needs."""
+    problems = []
+    for name in (*APP_SERVICES, "notifier"):
+        env = {k: ("" if v is None else str(v)) for k, v in ((services.get(name) or {}).get("environment") or {}).items()}
+        allowed = SECRET_SCOPES[name]
+        for key, value in sorted(env.items()):
+            secret = SECRET_ENV.get(key)
+            if secret and value and secret not in allowed:
+                problems.append(f"compose service {name}: {key} carries secret {secret}, which the {name} does not use "
+                                f"(least privilege: {sorted(allowed)})")
+        for key in REQUIRED_SECRET_SETTINGS.get(name, ()):
+            if not env.get(key):
+                problems.append(f"compose service {name}: {key} is not set (production needs it: #10 least privilege)")
+    return problems
+
+
+def _check_compose_notifier(services: dict) -> list[str]:
+    svc = services.get("notifier")
+    if not svc:
+        return ["compose: service 'notifier' is missing: nobody would deliver webhooks"]
+    where = "compose service notifier"
+    problems = []
+    problem = command_problem(_argv(svc.get("command")), ENTRY_POINTS["notifier"])
+    if problem:
+        problems.append(f"{where}: {problem}")
+    gateway_image = str((services.get("gateway") or {}).get("image", ""))
+    if gateway_image and svc.get("image") != gateway_image:
+        problems.append(f"{where}: runs {svc.get('image')}, not the gateway image {gateway_image} (no ML needed)")
+    if (((svc.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices"):
+        problems.append(f"{where}: the notifier must not reserve a GPU")
+    problems += check_settings_env(where, {k: ("" if v is None else str(v)) for k, v in (svc.get("environment") or {}).items()})
     return problems
 
 
@@ -424,6 +515,8 @@ def check_compose(rendered: dict, source: dict, cpu_only: bool = False) -> list[
         if str(svc.get("image", "")).startswith("redis"):
             problems += _check_redis_args(where, [str(a) for a in (svc.get("command") or [])])
     problems += _check_compose_app_services(services, cpu_only)
+    problems += _check_compose_secret_scopes(services)
+    problems += _check_compose_notifier(services)
     return problems
 
 
@@ -758,7 +851,7 @@ def _container_env(docs: list[dict], container: dict, placeholder_secrets: bool 
         elif placeholder_secrets and "secretKeyRef" in (item.get("valueFrom") or {}):
             ref = item["valueFrom"]["secretKeyRef"]
             if not ref.get("optional"):
-                env[item["name"]] = '["placeholder"]' if item["name"] == "REALRAG_API_KEYS" else "placeholder"
+                env[item["name"]] = PLACEHOLDER_SECRETS.get(item["name"], "placeholder")
     return env
 
 
@@ -778,6 +871,80 @@ def check_k8s(docs: list[dict], gpu: bool = True) -> list[str]:
     problems += _check_qdrant(docs)
     problems += _check_retriever_state(docs)
     problems += _check_gpu_visibility(docs)
+    problems += _check_secret_scopes(docs)
+    problems += _check_notifier(docs)
+    return problems
+
+
+def _secret_keys(container: dict) -> tuple[set[str], list[str]]:
+    """(Secret keys the container receives one by one, whole Secrets it receives)."""
+    keys, whole = set(), []
+    for item in container.get("env") or []:
+        ref = (item.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            keys.add(ref["key"])
+    for source in container.get("envFrom") or []:
+        if "secretRef" in source:
+            whole.append(source["secretRef"]["name"])
+    return keys, whole
+
+
+def _check_secret_scopes(docs: list[dict]) -> list[str]:
+    """Secrets go only to the pods that use them: each component's keys within SECRET_SCOPES, no
+    Secret handed over whole (envFrom, volumes), and the security settings production needs present."""
+    problems = []
+    for doc in docs:
+        spec = _pod_spec(doc)
+        if spec is None:
+            continue
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        component = _pod_labels(doc).get("app.kubernetes.io/component", "")
+        allowed = SECRET_SCOPES.get(component, set())
+        for volume in spec.get("volumes") or []:
+            if "secret" in volume or any("secret" in s for s in (volume.get("projected") or {}).get("sources") or []):
+                problems.append(f"{where}: volume {volume['name']} mounts a Secret; pass the keys the pod uses as secretKeyRef env")
+        for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
+            keys, whole = _secret_keys(container)
+            for name in whole:
+                problems.append(f"{where} container {container['name']}: envFrom secretRef {name} hands over every key; "
+                                "reference the keys it uses (secretKeyRef)")
+            for key in sorted(keys - allowed):
+                problems.append(f"{where} container {container['name']}: receives secret {key}, which the {component or '?'} "
+                                f"does not use (least privilege: {sorted(allowed) or 'no secrets'})")
+        env_names = {item["name"] for c in spec.get("containers") or [] for item in c.get("env") or []
+                     if (item.get("valueFrom") or {}).get("secretKeyRef")}
+        for name in REQUIRED_SECRET_SETTINGS.get(component, ()):
+            if doc["kind"] == "Deployment" and name not in env_names:
+                problems.append(f"{where}: {name} is not set from realrag-secrets (production needs it: #10 least privilege)")
+    for auth in _find(docs, "TriggerAuthentication"):
+        for ref in auth["spec"].get("secretTargetRef") or []:
+            if ref.get("key") != "REDIS_PASSWORD":
+                problems.append(f"TriggerAuthentication/{auth['metadata']['name']}: KEDA needs REDIS_PASSWORD only, not {ref.get('key')}")
+    return problems
+
+
+def _check_notifier(docs: list[dict]) -> list[str]:
+    """Webhooks are delivered by the notifier (a CPU Deployment of the gateway image on the webhooks
+    queue), never by the GPU worker."""
+    notifier = _component_deployment(docs, "notifier")
+    if notifier is None:
+        return ["the notifier Deployment (component=notifier) is missing: nobody would deliver webhooks"]
+    problems = []
+    where = f"Deployment/{notifier['metadata']['name']}"
+    spec = _pod_spec(notifier)
+    container = spec["containers"][0]
+    gateway = _component_deployment(docs, "gateway")
+    gateway_image = _pod_spec(gateway)["containers"][0]["image"] if gateway else None
+    if gateway_image and container.get("image") != gateway_image:
+        problems.append(f"{where}: runs {container.get('image')}, not the gateway image {gateway_image} (no ML needed)")
+    limits = (container.get("resources") or {}).get("limits") or {}
+    if "nvidia.com/gpu" in limits or any(t.get("key") == "nvidia.com/gpu" for t in spec.get("tolerations") or []):
+        problems.append(f"{where}: the notifier must not take a GPU")
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        argv = _argv(((container.get(probe) or {}).get("exec") or {}).get("command"))
+        if container.get(probe) and argv[:len(NOTIFIER_PROBE)] != NOTIFIER_PROBE:
+            problems.append(f"{where}: {probe} must be `{' '.join(NOTIFIER_PROBE)}`")
+    problems += check_settings_env(where, _container_env(docs, container))
     return problems
 
 
@@ -1110,14 +1277,15 @@ def _minimum_replicas(docs: list[dict], deployment: dict) -> int | None:
 
 
 def _check_network_policies(docs: list[dict]) -> list[str]:
-    """Redis and Qdrant accept connections only from RealRAG pods (and KEDA for Redis)."""
+    """A default deny, and Redis, Qdrant and the retriever reachable only from the components that
+    call them (INGRESS_PEERS; KEDA's operator too for Redis)."""
     problems = []
     policies = _find(docs, "NetworkPolicy")
     if not any(p["spec"].get("podSelector") in ({}, None) and "Ingress" in (p["spec"].get("policyTypes") or [])
                and not p["spec"].get("ingress") for p in policies):
         problems.append("no default-deny ingress NetworkPolicy")
-    app_components = {"gateway", "retriever", "worker", "ingest"}
-    for component, kind in (("broker", "redis"), ("vector-store", "qdrant")):
+    for component, kind in (("broker", "redis"), ("vector-store", "qdrant"), ("retriever", "the retriever")):
+        callers = INGRESS_PEERS[component]
         targets = [w for w in docs if _pod_spec(w) is not None and _pod_labels(w).get("app.kubernetes.io/component") == component]
         for workload in targets:
             labels = _pod_labels(workload)
@@ -1142,9 +1310,10 @@ def _check_network_policies(docs: list[dict]) -> list[str]:
                                                 f"other namespaces ({peer})")
                         else:
                             allowed = _peer_components(peer.get("podSelector") or {})
-                            if allowed is None or not allowed <= app_components:
-                                problems.append(f"NetworkPolicy/{policy['metadata']['name']}: {kind} reachable from pods "
-                                                f"other than the RealRAG services ({peer})")
+                            if allowed is None or not allowed <= callers:
+                                extra = "any pod" if allowed is None else sorted(allowed - callers)
+                                problems.append(f"NetworkPolicy/{policy['metadata']['name']}: {kind} reachable from {extra}; "
+                                                f"only {sorted(callers)} call it")
     return problems
 
 
@@ -1661,6 +1830,7 @@ def run_all() -> list[str]:
         problems += check_compose(render_compose([*COMPOSE_FILES, COMPOSE_CPU_OVERRIDE, COMPOSE_MINIO_OVERRIDE]), source, cpu_only=True)
     except ToolError as exc:
         problems.append(f"compose: {exc}")
+    problems += check_compose_settings_file(COMPOSE_ENV_EXAMPLE.read_text())
     problems += check_k8s_sources()
     with tempfile.TemporaryDirectory(prefix="realrag-k8s-") as tmp:
         tree = copy_k8s_tree(Path(tmp))

@@ -16,9 +16,9 @@ from PIL import Image
 
 from services.artifacts import ArtifactStore, artifact_store
 from services.jobs import JobStore
+from services.queue import enqueue_webhook
 from services.schemas import GenerateTask, Job, JobError, JobStatus, OutputImage, Progress
 from services.settings import Settings
-from services.webhooks import notify_job
 
 from . import heartbeat
 from .families.base import GenerationInputs, JobCanceled
@@ -58,11 +58,11 @@ def run_job(task: GenerateTask, jobs: JobStore, settings: Settings) -> JobStatus
             f"the job was delivered {deliveries} times without finishing (cap {settings.max_deliveries}); "
             "the worker probably crashed on it",
         )
-        notify_job(job, settings)
+        enqueue_webhook(job, settings)
         return job.status
     if jobs.cancel_requested(task.job_id):
         job = jobs.transition(task.job_id, JobStatus.canceled)
-        notify_job(job, settings)
+        enqueue_webhook(job, settings)
         return job.status
 
     started = time.time()
@@ -101,7 +101,7 @@ def run_job(task: GenerateTask, jobs: JobStore, settings: Settings) -> JobStatus
         else:
             log.exception("job %s failed", task.job_id)
             job = _fail(jobs, task.job_id, "generation_error", f"generation failed ({type(exc).__name__})")
-    notify_job(job, settings)
+    enqueue_webhook(job, settings)
     return job.status
 
 

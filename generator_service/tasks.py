@@ -13,6 +13,7 @@ from celery import signals
 from celery.exceptions import Reject
 
 from services.jobs import JobStore
+from services.queue import enqueue_webhook
 from services.registry import record_loaded, served_model_keys
 from services.schemas import GenerateTask, JobError, JobStatus
 from services.settings import Settings, get_settings
@@ -56,8 +57,6 @@ def generate(task: GenerateTask) -> str | None:
 
 
 def _refuse_unserved(task: GenerateTask, served: list[str]) -> str | None:
-    from services.webhooks import notify_job
-
     jobs = job_store()
     job = jobs.get(task.job_id)
     if job is None or job.status.terminal:
@@ -65,7 +64,7 @@ def _refuse_unserved(task: GenerateTask, served: list[str]) -> str | None:
     message = f"model {task.model!r} is not served by this worker; served: {', '.join(served)}"
     log.warning("job %s: %s", task.job_id, message)
     job = jobs.transition(task.job_id, JobStatus.failed, error=JobError(code="model_not_served", message=message))
-    notify_job(job, get_settings())
+    enqueue_webhook(job, get_settings())
     return job.status.value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class WorldSDConfig:
         return json.dumps(d, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> WorldSDConfig:
+    def from_json(cls, text: str) -> Self:
         d = json.loads(text)
         d["block_out_channels"] = tuple(d["block_out_channels"])
         return cls(**d)
@@ -265,3 +266,52 @@ class WorldSDPipeline:
             if on_step is not None:
                 on_step(i + 1, steps)
         return (x / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def sample_many(self, prompts: list[str], references: list[Image.Image | None], seeds: list[int],
+                    steps: int = 25, guidance: float = 3.0, ref_scale: float = 1.0) -> torch.Tensor:
+        """One image per row (prompt, reference or None, seed), all rows in one batch: what an
+        evaluation needs (many prompts, each with its own reference). Same guidance as ``__call__``."""
+        if not (len(prompts) == len(references) == len(seeds)) or not seeds:
+            raise ValueError("prompts, references and seeds must be non-empty and of equal length")
+        n, size = len(seeds), self.cfg.image_size
+        noise = torch.stack([
+            torch.randn(3, size, size, generator=torch.Generator().manual_seed(int(s))) for s in seeds
+        ]).to(self.device)
+        text = self.text_encoder(list(prompts))
+        uncond_text = self.text_encoder([""]).expand(n, -1, -1)
+        ref = torch.cat([self.encode_references([r] if r is not None else []) for r in references])
+        set_reference_scale(self.unet, ref_scale)
+        use_cfg = guidance != 1.0
+        enc = torch.cat([uncond_text, text]) if use_cfg else text
+        refs = torch.cat([torch.zeros_like(ref), ref]) if use_cfg else ref
+        global_ref = refs.mean(dim=1) * ref_scale
+        scheduler = sample_scheduler(self.cfg)
+        scheduler.set_timesteps(steps)
+        x = noise * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            model_in = torch.cat([x, x]) if use_cfg else x
+            out = self.unet(model_in, t, encoder_hidden_states=enc, class_labels=global_ref,
+                            added_cond_kwargs={"image_embeds": [refs]}).sample
+            if use_cfg:
+                uncond, cond = out.chunk(2)
+                out = uncond + guidance * (cond - uncond)
+            x = scheduler.step(out, t, x).prev_sample
+        return (x / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def reference_embeddings(self, images: list[Image.Image]) -> torch.Tensor:
+        """The reference encoder's embedding per image (v1: the pooled embedding the UNet sees)."""
+        return self.ref_encoder(images_to_tensor(images, self.cfg.image_size).to(self.device))
+
+
+def load_pipeline(path: str | Path, device: str = "cpu") -> WorldSDPipeline:
+    """A saved world-sd directory, v1 or v2 by ``config.json``'s ``version`` (absent: v1, the committed assets)."""
+    version = json.loads((Path(path) / CONFIG_FILE).read_text()).get("version", 1)
+    if version == 1:
+        return WorldSDPipeline.from_dir(path, device)
+    if version == 2:
+        from generator_service.world_sd_v2 import WorldSDv2Pipeline
+
+        return WorldSDv2Pipeline.from_dir(path, device)
+    raise ValueError(f"{path}: unknown world-sd version {version!r}")

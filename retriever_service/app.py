@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -14,9 +15,22 @@ from pydantic import BaseModel
 
 from services.errors import ApiError, install_error_handlers
 from services.images import ImageRejected
-from services.schemas import CorpusImage, IngestResponse, SearchRequest, SearchResponse, Text, apply_limits, is_corpus_id
+from services.schemas import (
+    SHARED_CORPUS,
+    TENANT_PATTERN,
+    CorpusImage,
+    IngestResponse,
+    SearchRequest,
+    SearchResponse,
+    Text,
+    apply_limits,
+    is_corpus_id,
+)
 from services.settings import get_settings
 
+from .auth import require_token
+from .batching import MicroBatcher
+from .encoder import set_torch_threads
 from .index import InvalidFilter
 from .service import DeployedTowerUnavailable, Retriever, UnknownRetriever
 
@@ -27,13 +41,21 @@ INGESTS = Counter("realrag_retriever_ingests_total", "Images ingested", ["result
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    settings = get_settings()
+    set_torch_threads(settings.encoder_threads)
     # loading the encoder and opening the index block: in a thread, like every blocking call here
-    app.state.retriever = await anyio.to_thread.run_sync(Retriever, get_settings())
+    retriever = app.state.retriever = await anyio.to_thread.run_sync(Retriever, settings)
+    # searches and uploads each wait on their own single thread, batched (batching.py)
+    app.state.searches = MicroBatcher(retriever.search_many, settings.search_batch_max, "retriever-search")
+    app.state.ingests = MicroBatcher(retriever.ingest_many, settings.ingest_batch_max, "retriever-ingest")
     yield
-    await anyio.to_thread.run_sync(app.state.retriever.close)
+    app.state.searches.close()
+    app.state.ingests.close()
+    await anyio.to_thread.run_sync(retriever.close)
 
 
-app = FastAPI(title="RealRAG retriever", version="0.1.0", lifespan=lifespan)
+# every route but the probes needs the service token when set, /v1/admin/* the admin token (auth.py)
+app = FastAPI(title="RealRAG retriever", version="0.1.0", lifespan=lifespan, dependencies=[Depends(require_token)])
 install_error_handlers(app)
 _generate_openapi = app.openapi
 
@@ -50,7 +72,7 @@ FormText = Annotated[Text | None, Form(max_length=1000)]
 MAX_METADATA_DEPTH = 16
 
 
-def get_retriever(request: Request) -> Retriever:
+async def get_retriever(request: Request) -> Retriever:
     return request.app.state.retriever
 
 
@@ -83,7 +105,8 @@ def metrics() -> Response:
 
 
 @app.post("/v1/search", response_model=SearchResponse)
-def search(body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
+async def search(body: SearchRequest, retriever: RetrieverDep, request: Request) -> SearchResponse:
+    """Encoded together with the searches waiting meanwhile, off the event loop (batching.py)."""
     settings = retriever.settings
     if not body.query.strip():
         raise ApiError(422, "empty_query", "query must not be empty")
@@ -93,7 +116,9 @@ def search(body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
         raise ApiError(422, "top_k_too_large", f"top_k must be at most {settings.max_search_results}")
     try:
         with SEARCH_SECONDS.time():
-            result = retriever.search(body)
+            started = time.perf_counter()
+            result = await request.app.state.searches.submit(body)
+            result.took_ms = (time.perf_counter() - started) * 1000  # queueing for the batch included
     except (UnknownRetriever, KeyError) as exc:
         raise ApiError(422, "unknown_retriever", str(exc).strip("'\"")) from exc
     except InvalidFilter as exc:
@@ -103,7 +128,8 @@ def search(body: SearchRequest, retriever: RetrieverDep) -> SearchResponse:
 
 
 @app.post("/v1/images", response_model=IngestResponse, status_code=201)
-def ingest(
+async def ingest(
+    request: Request,
     retriever: RetrieverDep,
     response: Response,
     file: Annotated[UploadFile, File(description="PNG, JPEG or WEBP")],
@@ -113,15 +139,15 @@ def ingest(
     source: FormText = None,
     license: FormText = None,
     metadata: Annotated[Text | None, Form(description="JSON object")] = None,
+    tenant: Annotated[str, Form(pattern=TENANT_PATTERN, description="owner: 'shared' (every tenant) or a tenant")] = SHARED_CORPUS,
 ) -> IngestResponse:
-    """A `def` handler: decoding and CLIP encoding block, so they run in the thread pool."""
+    """Decoding, CLIP encoding and the upsert run batched with concurrent uploads, off the event loop."""
     settings = retriever.settings
-    data = file.file.read(settings.max_upload_bytes + 1)
+    data = await file.read(settings.max_upload_bytes + 1)
     extra = _metadata(metadata)
+    fields = dict(caption=caption, object_id=object_id, label=label, source=source, license=license, metadata=extra, tenant=tenant)
     try:
-        result = retriever.ingest(
-            data, caption=caption, object_id=object_id, label=label, source=source, license=license, metadata=extra
-        )
+        result = await request.app.state.ingests.submit((data, fields))
     except ImageRejected as exc:
         INGESTS.labels("rejected").inc()
         status = 413 if exc.code == "image_too_large" else 422

@@ -1,81 +1,222 @@
 """Authoritative job records in Redis (JSON per job, with a TTL), plus cancel flags, delivery
-counters and idempotency keys.
+counters, idempotency keys and the per-tenant indexes.
+
+A job has two ids. Its `internal_id` (random) names the record and everything the worker touches
+(cancel flag, delivery counter, pub/sub channel, Celery task id, output paths). Its client-facing
+`id` is unique only within its tenant: `realrag:jobid:<tenant>:<id>` maps it to the internal id, as
+`realrag:idem:<tenant>:<key>` maps an Idempotency-Key. A tenant can only name a job through its own
+indexes, so another tenant's job does not exist for it (404), whatever id it tries.
 
 Every write bumps the record's `version` and publishes the new record on the job's channel
-(`realrag:job-events:<id>`) in the same transaction, so subscribers (the gateway's server-sent
+(`realrag:job-events:<internal id>`) in the same transaction, so subscribers (the gateway's server-sent
 events) are pushed each change in order; deleting a record publishes an empty message.
+
+Jobs in flight are counted per tenant in a set of internal ids: added when the record is created,
+removed by the write that makes the job terminal, and pruned of records that expired unfinished
+whenever the limit is checked. The Lua scripts read record keys they do not declare (standalone
+Redis, as deployed; not Redis Cluster).
 
 Celery only transports work; nothing here reads Celery's result state.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import redis
 
 from .schemas import Job, JobStatus
 
 PREFIX = "realrag"
+JOB_PREFIX = f"{PREFIX}:job:"
+
+# KEYS: record, id index, active set, idempotency key ('' if none), idempotency key set
+# ARGV: record JSON, internal id, ttl, max in flight (0: no limit), max idempotency keys, now, job key prefix
+CREATE = """
+local ttl = tonumber(ARGV[3])
+local now = tonumber(ARGV[6])
+if KEYS[4] ~= '' then
+  local bound = redis.call('GET', KEYS[4])
+  if bound then return {'exists', bound} end
+end
+local taken = redis.call('GET', KEYS[2])
+if taken then return {'exists', taken} end
+local max_jobs = tonumber(ARGV[4])
+if max_jobs > 0 then
+  local count = 0
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+    if redis.call('EXISTS', ARGV[7] .. id) == 1 then count = count + 1 else redis.call('SREM', KEYS[3], id) end
+  end
+  if count >= max_jobs then return {'too_many_jobs', ''} end
+end
+if KEYS[4] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
+  if redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[5]) then
+    return {'too_many_keys', redis.call('ZRANGE', KEYS[5], 0, 0, 'WITHSCORES')[2]}
+  end
+  redis.call('SET', KEYS[4], ARGV[2], 'EX', ttl)
+  redis.call('ZADD', KEYS[5], now + ttl, KEYS[4])
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ttl)
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ttl)
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ttl)
+return {'created', ARGV[2]}
+"""
+
+# KEYS: an index key (client id or idempotency key); ARGV: job key prefix -> false | {internal id, record or ''}
+LOOKUP = """
+local id = redis.call('GET', KEYS[1])
+if not id then return false end
+return {id, redis.call('GET', ARGV[1] .. id) or ''}
+"""
 
 
 class JobNotFound(LookupError):
     pass
 
 
+@dataclass(frozen=True)
+class Created:
+    """What `JobStore.create` did: created the job, found the one an id/key is bound to (`exists`,
+    `internal_id` = that job's), or refused a tenant limit (`retry_after_s`: when to try again)."""
+
+    outcome: Literal["created", "exists", "too_many_jobs", "too_many_keys"]
+    internal_id: str = ""
+    retry_after_s: int = 0
+
+    def __bool__(self) -> bool:
+        return self.outcome == "created"
+
+
 class JobStore:
     def __init__(self, client: redis.Redis, ttl_s: int) -> None:
         self.redis = client
         self.ttl_s = ttl_s
+        self._create = client.register_script(CREATE)
+        self._lookup = client.register_script(LOOKUP)
 
     @classmethod
     def from_url(cls, url: str, ttl_s: int, **kwargs) -> JobStore:
         return cls(redis.Redis.from_url(url, decode_responses=True, **kwargs), ttl_s)
 
-    # --- keys ----------------------------------------------------------------------------
+    # --- keys (job keys take the internal id) -----------------------------------------------
     @staticmethod
-    def job_key(job_id: str) -> str:
-        return f"{PREFIX}:job:{job_id}"
+    def job_key(internal_id: str) -> str:
+        return f"{JOB_PREFIX}{internal_id}"
 
     @staticmethod
-    def cancel_key(job_id: str) -> str:
-        return f"{PREFIX}:cancel:{job_id}"
+    def cancel_key(internal_id: str) -> str:
+        return f"{PREFIX}:cancel:{internal_id}"
 
     @staticmethod
-    def deliveries_key(job_id: str) -> str:
-        return f"{PREFIX}:deliveries:{job_id}"
+    def deliveries_key(internal_id: str) -> str:
+        return f"{PREFIX}:deliveries:{internal_id}"
 
     @staticmethod
-    def idempotency_key(key: str) -> str:
-        return f"{PREFIX}:idem:{key}"
-
-    @staticmethod
-    def events_channel(job_id: str) -> str:
+    def events_channel(internal_id: str) -> str:
         """Pub/sub channel carrying the job's record (JSON) after each write; '' once it is deleted."""
-        return f"{PREFIX}:job-events:{job_id}"
+        return f"{PREFIX}:job-events:{internal_id}"
+
+    # tenant names have no ':' (TenantConfig), so '<tenant>:<anything>' cannot collide across tenants
+    @staticmethod
+    def job_id_key(tenant: str, job_id: str) -> str:
+        return f"{PREFIX}:jobid:{tenant}:{job_id}"
+
+    @staticmethod
+    def idempotency_key(tenant: str, key: str) -> str:
+        return f"{PREFIX}:idem:{tenant}:{key}"
+
+    @staticmethod
+    def idempotency_keys_key(tenant: str) -> str:
+        """Sorted set of the tenant's idempotency keys, scored by expiry (bounds their number)."""
+        return f"{PREFIX}:idem-keys:{tenant}"
+
+    @staticmethod
+    def active_key(tenant: str) -> str:
+        """Set of the internal ids of the tenant's jobs in flight."""
+        return f"{PREFIX}:active:{tenant}"
 
     # --- records -------------------------------------------------------------------------
-    def create(self, job: Job) -> bool:
-        """Store a new job; False if the id is taken (the caller decides whether that's a replay)."""
-        return bool(self.redis.set(self.job_key(job.id), job.model_dump_json(), nx=True, ex=self.ttl_s))
+    def create(
+        self, job: Job, idempotency_key: str | None = None, max_in_flight: int = 0, max_idempotency_keys: int = 0
+    ) -> Created:
+        """Store a new job and bind its client id (and `idempotency_key`) in one atomic step, unless
+        one of them is bound already (`exists`) or the tenant is at a limit (0: no in-flight limit)."""
+        now = time.time()
+        keys = [
+            self.job_key(job.internal_id),
+            self.job_id_key(job.tenant, job.id),
+            self.active_key(job.tenant),
+            self.idempotency_key(job.tenant, idempotency_key) if idempotency_key else "",
+            self.idempotency_keys_key(job.tenant),
+        ]
+        args: list[str | int | float] = [
+            job.model_dump_json(), job.internal_id, self.ttl_s, max_in_flight, max_idempotency_keys, now, JOB_PREFIX
+        ]
+        outcome, value = self._create(keys, args)
+        if outcome == "too_many_keys":
+            return Created("too_many_keys", retry_after_s=max(1, math.ceil(float(value) - now)))
+        if outcome == "too_many_jobs":
+            return Created("too_many_jobs")
+        return Created(outcome, str(value))
 
-    def get(self, job_id: str) -> Job | None:
-        raw = self.redis.get(self.job_key(job_id))
+    def get(self, internal_id: str) -> Job | None:
+        raw = self.redis.get(self.job_key(internal_id))
         return Job.model_validate_json(raw) if raw else None
 
-    def update(self, job_id: str, change: Callable[[Job], Job | None]) -> Job:
+    def find(self, tenant: str, job_id: str) -> Job | None:
+        """The tenant's job with client-facing id `job_id` (one round trip); None for any other tenant's."""
+        found = self._bound(self.job_id_key(tenant, job_id))
+        job = found[1] if found else None
+        return job if job is not None and job.tenant == tenant else None
+
+    def find_by_idempotency_key(self, tenant: str, key: str) -> tuple[str, Job | None] | None:
+        """(internal id, its record or None if it is gone) of the job `key` is bound to, if any."""
+        return self._bound(self.idempotency_key(tenant, key))
+
+    def internal_id(self, tenant: str, job_id: str) -> str | None:
+        bound = self.redis.get(self.job_id_key(tenant, job_id))
+        return str(bound) if bound else None
+
+    def _bound(self, index_key: str) -> tuple[str, Job | None] | None:
+        found = self._lookup([index_key], [JOB_PREFIX])
+        if not found:
+            return None
+        internal_id, raw = found
+        return str(internal_id), Job.model_validate_json(raw) if raw else None
+
+    def owner_of_output(self, internal_id: str) -> str | None:
+        """The tenant owning the job whose outputs live under `outputs/<internal_id>/` (None: no such
+        job, or its record expired). For the artefact route: serve outputs only to their owner."""
+        raw = self.redis.get(self.job_key(internal_id))
+        if not raw:
+            return None
+        tenant = json.loads(raw).get("tenant", "local")
+        return str(tenant)
+
+    def in_flight(self, tenant: str) -> set[str]:
+        return {str(member) for member in self.redis.smembers(self.active_key(tenant))}
+
+    def update(self, internal_id: str, change: Callable[[Job], Job | None]) -> Job:
         """Apply `change` atomically (optimistic WATCH/MULTI); `change` returns None to skip.
 
-        A write bumps `version` and publishes the new record on `events_channel` in the same MULTI."""
-        key = self.job_key(job_id)
+        A write bumps `version` and publishes the new record on `events_channel` in the same MULTI;
+        the write that makes the job terminal also takes it out of its tenant's jobs in flight."""
+        key = self.job_key(internal_id)
         with self.redis.pipeline() as pipe:
             while True:
                 try:
                     pipe.watch(key)
                     raw = pipe.get(key)
                     if raw is None:
-                        raise JobNotFound(job_id)
+                        raise JobNotFound(internal_id)
                     job = Job.model_validate_json(raw)
                     version = job.version
                     changed = change(job)
@@ -87,13 +228,15 @@ class JobStore:
                     record = changed.model_dump_json()
                     pipe.multi()
                     pipe.set(key, record, keepttl=True)
-                    pipe.publish(self.events_channel(job_id), record)
+                    if changed.status.terminal:
+                        pipe.srem(self.active_key(job.tenant), internal_id)
+                    pipe.publish(self.events_channel(internal_id), record)
                     pipe.execute()
                     return changed
                 except redis.WatchError:
                     continue
 
-    def transition(self, job_id: str, status: JobStatus, **fields) -> Job:
+    def transition(self, internal_id: str, status: JobStatus, **fields) -> Job:
         """Move a job to `status` unless it already reached a terminal state."""
 
         def change(job: Job) -> Job | None:
@@ -104,46 +247,43 @@ class JobStore:
                 update.finished_at = time.time()
             return update
 
-        return self.update(job_id, change)
+        return self.update(internal_id, change)
 
-    def delete(self, job_id: str) -> None:
+    def delete(self, job: Job, idempotency_key: str | None = None) -> None:
+        """Remove the job and every key naming it (a job that could not be enqueued)."""
+        internal_id = job.internal_id
+        id_key = self.job_id_key(job.tenant, job.id)
         with self.redis.pipeline() as pipe:
-            pipe.delete(self.job_key(job_id), self.cancel_key(job_id), self.deliveries_key(job_id))
-            pipe.publish(self.events_channel(job_id), "")
+            pipe.delete(self.job_key(internal_id), self.cancel_key(internal_id), self.deliveries_key(internal_id))
+            pipe.srem(self.active_key(job.tenant), internal_id)
+            pipe.publish(self.events_channel(internal_id), "")
             pipe.execute()
+        self._release(id_key, internal_id)
+        if idempotency_key:
+            rkey = self.idempotency_key(job.tenant, idempotency_key)
+            if self._release(rkey, internal_id):
+                self.redis.zrem(self.idempotency_keys_key(job.tenant), rkey)
 
-    # --- cancel, deliveries, idempotency --------------------------------------------------
-    def request_cancel(self, job_id: str) -> None:
-        self.redis.set(self.cancel_key(job_id), "1", ex=self.ttl_s)
+    def _release(self, index_key: str, internal_id: str) -> bool:
+        if self.redis.get(index_key) == internal_id:
+            self.redis.delete(index_key)
+            return True
+        return False
 
-    def cancel_requested(self, job_id: str) -> bool:
-        return bool(self.redis.exists(self.cancel_key(job_id)))
+    # --- cancel, deliveries ----------------------------------------------------------------
+    def request_cancel(self, internal_id: str) -> None:
+        self.redis.set(self.cancel_key(internal_id), "1", ex=self.ttl_s)
 
-    def count_delivery(self, job_id: str) -> int:
-        key = self.deliveries_key(job_id)
+    def cancel_requested(self, internal_id: str) -> bool:
+        return bool(self.redis.exists(self.cancel_key(internal_id)))
+
+    def count_delivery(self, internal_id: str) -> int:
+        key = self.deliveries_key(internal_id)
         with self.redis.pipeline() as pipe:
             pipe.incr(key)
             pipe.expire(key, self.ttl_s)
             count, _ = pipe.execute()
         return int(count)
-
-    def claim_idempotency_key(self, key: str, job_id: str) -> str:
-        """Bind `key` to `job_id` if unbound; return the job id the key is bound to."""
-        rkey = self.idempotency_key(key)
-        if self.redis.set(rkey, job_id, nx=True, ex=self.ttl_s):
-            return job_id
-        bound = self.redis.get(rkey)  # str: the client decodes responses
-        return str(bound) if bound else job_id
-
-    def idempotency_binding(self, key: str) -> str | None:
-        """The job id `key` is bound to, if any (a read only: claim_idempotency_key binds)."""
-        bound = self.redis.get(self.idempotency_key(key))
-        return str(bound) if bound else None
-
-    def release_idempotency_key(self, key: str, job_id: str) -> None:
-        rkey = self.idempotency_key(key)
-        if self.redis.get(rkey) == job_id:
-            self.redis.delete(rkey)
 
     def ping(self) -> bool:
         return bool(self.redis.ping())

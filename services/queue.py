@@ -14,9 +14,12 @@ from __future__ import annotations
 
 from celery import Celery
 
+from services.schemas import Job
 from services.settings import Settings
+from services.webhooks import job_message
 
 GENERATE_TASK = "realrag.generate"
+WEBHOOK_TASK = "realrag.webhook"  # consumed by the notifier (services/notifier) on settings.webhook_queue
 APP_NAME = "realrag"
 
 
@@ -55,3 +58,22 @@ def producer_app(settings: Settings) -> Celery:
     app = Celery(APP_NAME)
     app.conf.update(celery_config(settings))
     return app
+
+
+_producers: dict[str, Celery] = {}
+
+
+def enqueue_webhook(job: Job, settings: Settings, producer: Celery | None = None) -> bool:
+    """Queue `generation.<status>` for the notifier if the finished job has a webhook_url.
+
+    Only a message to Redis: delivery, its retries and a slow or dead receiver never hold the
+    caller (a GPU job slot, a gateway request). `producer` defaults to one per broker URL and process."""
+    message = job_message(job)
+    if message is None:
+        return False
+    if producer is None:
+        producer = _producers.get(settings.redis_url)
+        if producer is None:
+            producer = _producers[settings.redis_url] = producer_app(settings)
+    producer.send_task(WEBHOOK_TASK, args=[message.model_dump(mode="json")], queue=settings.webhook_queue)
+    return True

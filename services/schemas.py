@@ -18,6 +18,7 @@ from pydantic import (
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -105,6 +106,12 @@ CORPUS_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F
 def is_corpus_id(value: str) -> bool:
     """Corpus image ids are UUIDs in their canonical form (full match: no braces, no urn:, no newline)."""
     return CORPUS_ID.fullmatch(value) is not None
+
+
+# The owner (payload field `tenant`) of the corpus images every tenant sees; only admins write them.
+# Other images are private to the tenant named. No tenant may be called this (services.settings).
+SHARED_CORPUS = "shared"
+TENANT_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"  # a tenant name (services.settings.TenantConfig)
 
 
 # --- Retrieval filters --------------------------------------------------------------------------
@@ -273,9 +280,15 @@ class Timings(BaseModel):
 
 
 class Job(BaseModel):
-    """Our own record of a generation job, kept in Redis with a TTL; Celery only transports it."""
+    """Our own record of a generation job, kept in Redis with a TTL; Celery only transports it.
+
+    `id` is the client-facing id (chosen by the client with PUT, else random), unique only within
+    its tenant. `internal_id` (random) names the job everywhere else: its Redis keys, the Celery
+    task, its pub/sub channel and its output paths, so none of those can be derived from a client id."""
 
     id: str
+    internal_id: str = Field("", description="private; '' (records written before tenants): the same as id")
+    tenant: str = Field("local", description="private: the owning tenant")
     status: JobStatus = JobStatus.queued
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
@@ -297,11 +310,22 @@ class Job(BaseModel):
     cancel_requested: bool = False
     version: int = Field(1, ge=1, description="bumped by every write; the id of the job's server-sent events")
 
+    @model_validator(mode="after")
+    def _internal_id_defaults_to_id(self) -> Job:
+        if not self.internal_id:
+            self.internal_id = self.id
+        return self
+
+
+# kept in the Redis record, logs and metrics; never shown to clients (views, webhook payloads): the
+# worker's host:pid, the request digest used for idempotent replays, the internal id and the tenant
+PRIVATE_JOB_FIELDS = frozenset({"request_hash", "worker", "internal_id", "tenant"})
+
 
 class GenerateTask(BaseModel):
     """The Celery payload: everything the worker needs, resolved by the gateway."""
 
-    job_id: str
+    job_id: str  # the job's internal_id (also the Celery task id)
     model: str
     prompt: str
     negative_prompt: str | None = None
@@ -361,6 +385,7 @@ class CorpusImage(BaseModel):
     height: int
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: float | None = None
+    tenant: str = Field(SHARED_CORPUS, description=f"{SHARED_CORPUS!r} (the shared corpus) or the owning tenant (private)")
 
 
 class IngestResponse(CorpusImage):

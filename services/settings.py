@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,6 +28,13 @@ class TenantConfig(BaseModel):
     role: Literal["user", "admin"] = "user"
     requests_per_minute: int | None = Field(None, ge=1)  # None: default_requests_per_minute
     max_jobs_in_flight: int | None = Field(None, ge=1)  # None: default_max_jobs_in_flight
+
+    @field_validator("name")
+    @classmethod
+    def _not_the_shared_corpus(cls, name: str) -> str:
+        if name == "shared":  # services.schemas.SHARED_CORPUS: the owner of the shared corpus images
+            raise ValueError("'shared' names the shared corpus; pick another tenant name")
+        return name
 
 
 class Settings(BaseSettings):
@@ -68,6 +75,16 @@ class Settings(BaseSettings):
     encoder_device: str = "auto"
     encoder_batch_size: int = Field(32, ge=1)
     default_top_k: int = Field(1, ge=0)
+    # Torch intra-op threads per retriever process (0: torch's default, one per core). One thread per
+    # process scales better under concurrent load: the micro-batcher batches queries instead.
+    encoder_threads: int = Field(1, ge=0)
+    # Concurrent searches (and uploads) waiting together are encoded in one forward pass, up to this many.
+    search_batch_max: int = Field(64, ge=1)
+    ingest_batch_max: int = Field(32, ge=1)
+    # HNSW beam width at query time; below Qdrant's full-scan threshold a search is exact anyway.
+    hnsw_ef: int = Field(128, ge=1)
+    # The embedded engine's shard has one owner process: more workers need qdrant_url (a Qdrant server).
+    retriever_workers: int = Field(1, ge=1)
 
     # --- Generator -------------------------------------------------------------------------
     default_model: str = "tiny-sd"
@@ -106,6 +123,8 @@ class Settings(BaseSettings):
     # --- Gateway ---------------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    # uvicorn worker processes (>1: Prometheus multiprocess mode in a temporary directory).
+    gateway_workers: int = Field(1, ge=1)
     retriever_host: str = "127.0.0.1"
     retriever_port: int = 8001
     public_base_url: str = ""
@@ -141,6 +160,23 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(5.0, gt=0)
     # Seconds before each retry (exponential, ~8.5 h in all); 4xx other than 408/409/429 is final.
     webhook_retry_delays_s: list[int] = Field(default_factory=lambda: [5, 30, 120, 600, 1_800, 3_600, 7_200, 18_000])
+
+    @model_validator(mode="after")
+    def _check_webhooks(self) -> Settings:
+        import base64
+        import binascii
+
+        if self.webhook_secret is not None:
+            secret = self.webhook_secret.get_secret_value()
+            try:
+                key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+            except (binascii.Error, ValueError):
+                key = b""
+            if not secret.startswith("whsec_") or len(key) < 16:
+                raise ValueError("webhook_secret must be a Standard Webhooks secret: 'whsec_' + base64 of at least 16 random bytes")
+        if any(delay < 0 for delay in self.webhook_retry_delays_s):
+            raise ValueError("webhook_retry_delays_s must be non-negative seconds")
+        return self
 
     # --- Limits (every one is a 4xx when exceeded) ------------------------------------------
     max_prompt_chars: int = Field(1_000, ge=1)

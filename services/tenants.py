@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 from dataclasses import dataclass
 from typing import Literal
@@ -61,3 +62,24 @@ def find_tenant(settings: Settings, presented_key: str) -> Tenant | None:
         if hmac.compare_digest(digest, config.key_sha256):
             found = config
     return _tenant(found, settings) if found is not None else None
+
+
+class AuthNotConfigured(RuntimeError):
+    pass
+
+
+def check_auth_mode(settings: Settings, log: logging.Logger) -> None:
+    """At gateway start-up: auth off (no REALRAG_TENANTS) is refused in production and logged loudly elsewhere."""
+    if settings.auth_enabled:
+        log.info("auth on: %d tenant(s) configured", len(settings.tenants))
+        return
+    if settings.environment == "production":
+        raise AuthNotConfigured(
+            "REALRAG_ENVIRONMENT=production needs REALRAG_TENANTS (API keys): refusing to serve without auth. "
+            "`realrag tenants add NAME` prints a key and its entry."
+        )
+    log.warning(
+        "AUTH IS OFF: no REALRAG_TENANTS configured, every request acts as the admin tenant %r with no limits. "
+        "Development only; production refuses to start like this.",
+        LOCAL_TENANT_NAME,
+    )

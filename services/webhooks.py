@@ -1,22 +1,33 @@
-"""Signed job webhooks (Standard Webhooks headers), with an SSRF guard on the target."""
+"""Job webhooks (Standard Webhooks): the message, its signature, one delivery attempt, the SSRF guard.
+
+The GPU worker and the gateway only enqueue a message (services.queue.enqueue_webhook); the
+notifier (services/notifier) delivers it and retries with backoff. Every attempt re-checks the target
+(its DNS may have changed since the job was accepted) and signs afresh (receivers refuse timestamps
+older than a few minutes), while the message id stays the same so receivers can deduplicate.
+"""
 
 from __future__ import annotations
 
-import base64
+import enum
 import hashlib
-import hmac
 import ipaddress
 import json
 import logging
 import socket
-import time
-import uuid
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from pydantic import BaseModel
+from standardwebhooks.webhooks import Webhook
+
+from services.schemas import PRIVATE_JOB_FIELDS, Job
+from services.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# client errors worth another try (RFC 9110: timeout, conflict, rate limited); any other 4xx is final
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 409, 429})
 
 
 class WebhookRejected(ValueError):
@@ -24,7 +35,7 @@ class WebhookRejected(ValueError):
 
 
 def check_target(url: str, allow_private: bool) -> None:
-    """Refuse non-http(s) URLs and, unless allowed, hosts that resolve to private addresses."""
+    """Refuse non-http(s) URLs and, unless allowed, plain http and hosts that resolve to non-public addresses."""
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise WebhookRejected("webhook_url must be an absolute http(s) URL")
@@ -34,7 +45,7 @@ def check_target(url: str, allow_private: bool) -> None:
         raise WebhookRejected("webhook_url must use https")
     try:
         infos = socket.getaddrinfo(parts.hostname, parts.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
+    except (socket.gaierror, UnicodeError, ValueError) as exc:
         raise WebhookRejected(f"webhook host does not resolve: {parts.hostname}") from exc
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
@@ -42,46 +53,80 @@ def check_target(url: str, allow_private: bool) -> None:
             raise WebhookRejected("webhook_url resolves to a non-public address")
 
 
-def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
-    digest = hmac.new(secret.encode(), f"{message_id}.{timestamp}.".encode() + body, hashlib.sha256).digest()
-    return "v1," + base64.b64encode(digest).decode()
+class WebhookMessage(BaseModel):
+    """One event for one receiver; the notifier task's argument (JSON)."""
+
+    id: str
+    url: str
+    type: str
+    data: dict
+
+    def body(self) -> bytes:
+        return json.dumps({"type": self.type, "data": self.data}, separators=(",", ":")).encode()
 
 
-@retry(
-    stop=stop_after_attempt(3),
-    wait=wait_exponential(multiplier=0.5, max=5),
-    retry=retry_if_exception_type(httpx.HTTPError),
-    reraise=True,
-)
-def _post(url: str, body: bytes, headers: dict[str, str]) -> None:
-    response = httpx.post(url, content=body, headers=headers, timeout=5.0, follow_redirects=False)
-    if response.status_code >= 300:
-        raise httpx.HTTPStatusError("webhook not accepted", request=response.request, response=response)
-
-
-def deliver(url: str, event: str, payload: dict, secret: str | None, allow_private: bool) -> bool:
-    """POST the event; returns False (logged) when every attempt failed. Never raises."""
-    try:
-        check_target(url, allow_private)
-        body = json.dumps({"type": event, "data": payload}, separators=(",", ":")).encode()
-        message_id = f"msg_{uuid.uuid4().hex}"
-        timestamp = int(time.time())
-        headers = {"content-type": "application/json", "webhook-id": message_id, "webhook-timestamp": str(timestamp)}
-        if secret:
-            headers["webhook-signature"] = sign(secret, message_id, timestamp, body)
-        _post(url, body, headers)
-        return True
-    except Exception as exc:  # a receiver's failure must never fail the job
-        log.warning("webhook to %s failed: %s", urlsplit(url).hostname, exc)
-        return False
-
-
-def notify_job(job, settings) -> bool:
-    """Send `generation.<status>` for a finished job to its webhook_url, if it has one."""
+def job_message(job: Job) -> WebhookMessage | None:
+    """`generation.<status>` for a finished job with a webhook_url; None otherwise. The data is the
+    public job view (no private fields)."""
     url = job.request.webhook_url
     if not url or not job.status.terminal:
-        return False
+        return None
+    data = job.model_dump(mode="json", exclude=set(PRIVATE_JOB_FIELDS))
+    return WebhookMessage(id=message_id(job), url=url, type=f"generation.{job.status.value}", data=data)
+
+
+def message_id(job: Job) -> str:
+    """Stable for a job's terminal state (a retry, a redelivered task or a duplicate enqueue is the
+    same message to the receiver), unique across tenants (whose client-chosen job ids may be equal),
+    and revealing neither the internal id nor the tenant."""
+    digest = hashlib.sha256(f"{job.internal_id}:{job.status.value}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
+
+
+def signed_headers(secret: str | None, message_id: str, timestamp: datetime, body: bytes) -> dict[str, str]:
+    """The Standard Webhooks headers; `secret` is "whsec_<base64 key>" (None: unsigned)."""
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+    }
+    if secret:
+        headers["webhook-signature"] = Webhook(secret).sign(message_id, timestamp, body.decode())
+    return headers
+
+
+class Outcome(enum.Enum):
+    delivered = "delivered"
+    retry = "retry"  # 5xx, 408/409/429, timeout, connection error
+    final = "final"  # another 4xx, a redirect, or a target the guard refuses: retrying cannot help
+
+
+def attempt(message: WebhookMessage, settings: Settings, client: httpx.Client | None = None) -> tuple[Outcome, str]:
+    """One signed POST of `message`; returns the outcome and a short reason for the log."""
+    try:
+        check_target(message.url, settings.webhook_allow_private)
+    except WebhookRejected as exc:
+        return Outcome.final, str(exc)
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-    # the same public view as the gateway's: no worker host:pid, no request digest
-    payload = job.model_dump(mode="json", exclude={"request_hash", "worker"})
-    return deliver(url, f"generation.{job.status.value}", payload, secret, settings.webhook_allow_private)
+    body = message.body()
+    headers = signed_headers(secret, message.id, datetime.now(UTC), body)
+    own_client = client is None
+    client = client or httpx.Client(timeout=settings.webhook_timeout_s, follow_redirects=False)
+    try:
+        with client.stream("POST", message.url, content=body, headers=headers) as response:
+            status = response.status_code  # the body is never read: a receiver cannot make us download
+    except httpx.HTTPError as exc:  # timeouts, refused or reset connections, bad responses
+        return Outcome.retry, type(exc).__name__
+    finally:
+        if own_client:
+            client.close()
+    if 200 <= status < 300:
+        return Outcome.delivered, str(status)
+    if status >= 500 or status in RETRYABLE_CLIENT_ERRORS:
+        return Outcome.retry, f"HTTP {status}"
+    return Outcome.final, f"HTTP {status}"
+
+
+def host_of(url: str) -> str:
+    """For logs: the receiver's host, never its path or query (they may carry tokens)."""
+    return urlsplit(url).hostname or "?"

@@ -30,6 +30,8 @@ Settings.model_config["env_file"] = None
 # Where the tests' Redis server is (host:port); each test module uses a database of its own on it.
 # Concurrent test sessions on one machine each set their own (e.g. a redis-server on another port).
 TEST_REDIS = os.environ.get("REALRAG_TEST_REDIS", "127.0.0.1:6379")
+# A Standard Webhooks secret ("whsec_" + base64 of the key) for the stack's notifier and its verifiers.
+TEST_WEBHOOK_SECRET = "whsec_cmVhbHJhZyB0ZXN0IHdlYmhvb2sgc2VjcmV0IGtleSE="
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -56,7 +58,9 @@ def stack_env(tmp_path_factory) -> dict[str, str]:
         "REALRAG_EMBEDDED_REDIS": "never",
         "REALRAG_MAX_DELIVERIES": "2",
         "REALRAG_WEBHOOK_ALLOW_PRIVATE": "true",
-        "REALRAG_WEBHOOK_SECRET": "test-webhook-secret",
+        "REALRAG_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
+        "REALRAG_WEBHOOK_RETRY_DELAYS_S": "[1, 1]",
+        "REALRAG_WEBHOOK_TIMEOUT_S": "30",  # a hung receiver holds the notifier, visibly, for the whole e2e test
     }
 
 

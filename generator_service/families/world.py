@@ -14,6 +14,9 @@ another photo of the same object, dropped at random, so the model works with or 
 classifier-free guidance drops both text and reference. Text uses open_clip's BPE tokenizer with
 ids folded into ``text_vocab`` buckets (a closed world needs no 49k-row embedding table).
 
+A directory whose ``config.json`` says ``"version": 2`` loads world-sd v2 (``generator_service.world_sd_v2``:
+spatial reference tokens through a resampler, two-way guidance); without it, v1.
+
 ``source`` is a directory with ``config.json`` + ``world-sd.safetensors`` (resolved as given, then
 relative to the repository root), or ``"tiny"``: the tiny twin (``generator_service.tiny.world``).
 """
@@ -27,7 +30,7 @@ from PIL import Image
 
 from generator_service.families.base import GenerationInputs
 from generator_service.families.common import auto_device
-from generator_service.world_sd import CONFIG_FILE, WEIGHTS_FILE, WorldSDPipeline, tensor_to_images
+from generator_service.world_sd import CONFIG_FILE, WEIGHTS_FILE, WorldSDPipeline, load_pipeline, tensor_to_images
 from services.registry import ModelSpec
 
 FAMILY = "world"
@@ -99,5 +102,5 @@ def load(spec: ModelSpec, device: str | None = "cpu") -> WorldGenerator:
 
         pipeline = tiny.build_pipeline(device)
     else:
-        pipeline = WorldSDPipeline.from_dir(resolve_source(spec.source), device)
+        pipeline = load_pipeline(resolve_source(spec.source), device)
     return WorldGenerator(spec, pipeline)

@@ -13,6 +13,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from realrag.world.cli import add_world_parser  # noqa: F401  (re-exported for realrag/cli.py)
 
@@ -32,7 +33,7 @@ def config_from_args(args):
     from realrag.evaluation.retrieval import ArmSpec
 
     arms = [ArmSpec.parse(a) for a in (args.arm or ["no_rag", "zero_shot"])]
-    kw = {}
+    kw: dict[str, Any] = {}
     if args.world:
         from realrag.world import CLIP_CONFIG, CLIP_WEIGHTS
 
@@ -58,6 +59,7 @@ def config_from_args(args):
         images_per_prompt=args.images_per_prompt, seed=args.seed, steps=args.steps, guidance=args.guidance,
         ip_scale=args.ip_scale, width=args.width, height=args.height, top_k=args.top_k, n_bootstrap=args.bootstrap,
         confidence=args.confidence, device=args.device, save_images=not args.no_save_images,
+        reference_probe=not args.no_reference_probe,
         command=_command_line(args), **kw)
 
 
@@ -111,6 +113,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--title")
     p.add_argument("--no-save-images", action="store_true")
+    p.add_argument("--no-reference-probe", action="store_true",
+                   help="skip the reference-sensitivity probe (right / wrong reference per prompt: 2 generator calls each)")
     p.add_argument("--out", required=True, help="output directory")
     p.set_defaults(func=cmd_eval)
     return p

@@ -3,9 +3,12 @@
 For each prompt set and arm, each prompt is generated with the same seeds; the arm decides the
 references (none, base CLIP, or a trained retriever; top-k from the corpus). Metrics per set and
 arm: FID and KID against the real images of the set's classes (named feature space), CLIP-T,
-CLIP-I against the real images of the prompt's class, object accuracy from a classifier; bootstrap
-CIs, paired differences between arms, and retrieval recall@1/@5. The same code runs on the
-synthetic world and on a user's ImageFolder data with real weights.
+CLIP-I against the real images of the prompt's class, identity accuracy from a classifier;
+prompt-level bootstrap intervals, paired differences between arms (``metrics.INTERVAL_METHOD``),
+retrieval recall@1/@5, and reference sensitivity: each prompt generated once more with a photo of
+its own object (right), of another object (wrong) and with none, plus each arm's outputs split by
+whether its reference showed the right object. The same code runs on the synthetic world and on a
+user's ImageFolder data with real weights.
 """
 
 from __future__ import annotations
@@ -19,9 +22,16 @@ import numpy as np
 
 from realrag.evaluation.data import ImageFolder, PromptItem, load_prompts, template_prompts
 from realrag.evaluation.features import build_classifier, build_feature_space
-from realrag.evaluation.metrics import ArmScores, clip_scores, retrieval_recall, summarize_set
+from realrag.evaluation.metrics import (
+    INTERVAL_METHOD,
+    ArmScores,
+    clip_scores,
+    retrieval_recall,
+    summarize_set,
+)
 from realrag.evaluation.report import bar_plot, image_grid, relative_paths, write_json, write_markdown
 from realrag.evaluation.retrieval import ArmRetriever, ArmSpec
+from realrag.evaluation.sensitivity import PROBES, arm_splits, measure, probe_references
 
 DEFAULT_PAIRS = [("reflective", "standard"), ("reflective", "zero_shot"), ("reflective", "no_rag"),
                  ("standard", "zero_shot"), ("standard", "no_rag"), ("zero_shot", "no_rag")]
@@ -54,6 +64,7 @@ class EvalConfig:
     device: str = "auto"
     grid_rows: int = 6
     save_images: bool = True
+    reference_probe: bool = True  # generate each prompt with a right and a wrong reference (2 calls per prompt)
     title: str = "RealRAG evaluation"
     command: str = ""
     pairs: list[tuple[str, str]] = field(default_factory=lambda: list(DEFAULT_PAIRS))
@@ -141,32 +152,41 @@ def run_evaluation(cfg: EvalConfig, generator=None, spec=None, log=print) -> dic
     for name in retrieval:
         retrieval[name].update(retrieval[name]["by_set"][first_set])
 
-    # generation (identical conditioning is generated once and shared between arms)
+    # generation (identical conditioning is generated once and shared between arms and probes)
     cache: dict[tuple, list] = {}
     generated: dict[tuple[str, str], list] = {}
     n_calls = 0
     t_gen = time.time()
+
+    def generate(it: PromptItem, ref_ids: list[int]) -> list:
+        nonlocal n_calls
+        key = (it.prompt, tuple(ref_ids))
+        if key not in cache:
+            ref_images = [corpus.open(corpus.entries[i][1]) for i in ref_ids]
+            cache[key] = generator.generate(GenerationInputs(
+                prompt=it.prompt, seeds=seeds, steps=steps, guidance=guidance, width=width, height=height,
+                references=ref_images, reference_labels=[names[corpus.entries[i][0]] for i in ref_ids],
+                ip_scale=ip_scale))
+            n_calls += 1
+        return cache[key]
+
+    probing = cfg.reference_probe and getattr(generator, "max_references", 1) > 0
+    probe_refs = {s: probe_references(items, corpus, cfg.seed) for s, items in sets.items()} if probing else {}
+    probed: dict[tuple[str, str], list] = {}
     for set_name, items in sets.items():
         for arm in cfg.arms:
-            images = []
-            for k, it in enumerate(items):
-                ref_ids = refs.get((set_name, arm.name, k), [])
-                key = (it.prompt, tuple(ref_ids))
-                if key not in cache:
-                    ref_images = [corpus.open(corpus.entries[i][1]) for i in ref_ids]
-                    cache[key] = generator.generate(GenerationInputs(
-                        prompt=it.prompt, seeds=seeds, steps=steps, guidance=guidance, width=width, height=height,
-                        references=ref_images, reference_labels=[names[corpus.entries[i][0]] for i in ref_ids],
-                        ip_scale=ip_scale))
-                    n_calls += 1
-                images.extend(cache[key])
-            generated[(set_name, arm.name)] = images
-        log(f"[eval] generated set {set_name!r}: {len(items)} prompts x {len(cfg.arms)} arms "
-            f"({n_calls} generator calls so far, {time.time() - t_gen:.0f}s)")
+            generated[(set_name, arm.name)] = [im for k, it in enumerate(items)
+                                               for im in generate(it, refs.get((set_name, arm.name, k), []))]
+        for probe_name, per_prompt in probe_refs.get(set_name, {}).items():
+            probed[(set_name, probe_name)] = [im for it, ids in zip(items, per_prompt, strict=True) for im in generate(it, ids)]
+        log(f"[eval] generated set {set_name!r}: {len(items)} prompts x {len(cfg.arms)} arms"
+            f"{' + reference probes' if probing else ''} ({n_calls} generator calls so far, {time.time() - t_gen:.0f}s)")
 
     # metrics
     result: dict = {}
     deltas = {}
+    sensitivity: dict[str, dict] = {}
+    corpus_classes = [c for c, _ in corpus.entries]
     real_emb_cache: dict[str, np.ndarray] = {}
 
     def real_emb(cls: str) -> np.ndarray:
@@ -176,33 +196,56 @@ def run_evaluation(cfg: EvalConfig, generator=None, spec=None, log=print) -> dic
 
     for set_name, items in sets.items():
         classes = sorted({it.cls for it in items})
-        real_images = [im for c in classes for im in real.images(c)]
-        real_feats = features.extract(real_images)
+        real_groups = np.array([g for g, c in enumerate(classes) for _ in real.images(c)])
+        real_feats = features.extract([im for c in classes for im in real.images(c)])
+        centroids = {c: real_feats.numpy()[real_groups == g].mean(0) for g, c in enumerate(classes)}
         per_image_cls = [it.cls for it in items for _ in seeds]
         prompt_emb = np.repeat(scorer.encode_text([it.prompt for it in items]), len(seeds), axis=0)
-        arms_scores = {}
+        arms_scores, preds = {}, {}
         for arm in cfg.arms:
             images = generated[(set_name, arm.name)]
             gen_emb = scorer.encode_images(images)
             clip_t, clip_i = clip_scores(gen_emb, prompt_emb, [real_emb(c) for c in per_image_cls])
-            preds = classifier.predict(images)
-            arms_scores[arm.name] = ArmScores(features.extract(images), clip_t, clip_i,
-                                              np.array([p == c for p, c in zip(preds, per_image_cls, strict=True)]))
-        summary = summarize_set(real_feats, arms_scores, cfg.n_bootstrap, cfg.confidence, cfg.seed, pairs=cfg.pairs)
+            preds[arm.name] = classifier.predict(images)
+            arms_scores[arm.name] = ArmScores(features.extract(images), clip_t, clip_i, np.array(
+                [p == c for p, c in zip(preds[arm.name], per_image_cls, strict=True)]))
+        summary = summarize_set(real_feats, arms_scores, cfg.n_bootstrap, cfg.confidence, cfg.seed, pairs=cfg.pairs,
+                                groups=np.repeat(np.arange(len(items)), len(seeds)), real_groups=real_groups)
         result[set_name] = summary["arms"]
         deltas[set_name] = summary["deltas"]
+
+        by_arm: dict[str, dict] = {}
+        for arm in cfg.arms:
+            ids = [refs.get((set_name, arm.name, k), []) for k in range(len(items))]
+            feats = arms_scores[arm.name].fake_features
+            by_arm[arm.name] = {
+                split: {**measure(feats, preds[arm.name], per_image_cls, len(seeds), ks, wrong, centroids), "prompts": len(ks)}
+                for split, (ks, wrong) in arm_splits(ids, items, corpus_classes).items()}
+        probe: dict = {}
+        for name in PROBES if probing else ():
+            images = probed[(set_name, name)]
+            wrong = [corpus_classes[ids[0]] if ids and name == "wrong" else None for ids in probe_refs[set_name][name]]
+            probe[name] = measure(features.extract(images), classifier.predict(images), per_image_cls, len(seeds),
+                                  list(range(len(items))), wrong, centroids)
+        if probe:
+            acc = {name: float(probe[name]["accuracy"] or 0.0) for name in PROBES}  # every probe has outputs
+            probe["right_minus_wrong_accuracy"] = acc["right"] - acc["wrong"]
+            probe["right_minus_none_accuracy"] = acc["right"] - acc["none"]
+        sensitivity[set_name] = {"probe": probe, "arms": by_arm}
         log(f"[eval] {set_name}: " + "; ".join(f"{a} FID {v['fid']:.2f} acc {v['accuracy']:.3f}"
                                               for a, v in summary["arms"].items()))
 
     result["retrieval"] = retrieval
     result["deltas"] = deltas
+    result["reference_sensitivity"] = sensitivity
+    result["interval_method"] = INTERVAL_METHOD
     result["setup"] = {
         "generator": cfg.model, "feature_space": features.name, "classifier": classifier.name, "scorer": scorer.id,
         "arm_sources": arm_sources, "prompt_sets": list(sets), "set_sizes": {k: len(v) for k, v in sets.items()},
         "images_per_prompt": cfg.images_per_prompt, "seeds": seeds, "steps": steps, "guidance": guidance,
         "ip_scale": ip_scale, "width": width, "height": height, "top_k": cfg.top_k, "bootstrap": cfg.n_bootstrap,
         "confidence": cfg.confidence, "corpus": str(cfg.corpus), "real": str(cfg.real),
-        "corpus_images": len(corpus.entries), "device": device, "generator_calls": n_calls,
+        "corpus_images": len(corpus.entries), "device": device, "generator_calls": n_calls, "reference_probe": probing,
         "retrieval_note": f"top-level recall = the {first_set!r} set; exact cosine search over the corpus",
     }
     result["setup"] = relative_paths(result["setup"])
@@ -214,9 +257,9 @@ def run_evaluation(cfg: EvalConfig, generator=None, spec=None, log=print) -> dic
     arm_names = [a.name for a in cfg.arms]
     rows = []
     items = sets[first_set]
-    pick = np.linspace(0, len(items) - 1, min(cfg.grid_rows, len(items))).round().astype(int) if items else []
+    shown = list(dict.fromkeys(int(i) for i in np.linspace(0, len(items) - 1, min(cfg.grid_rows, len(items))).round()))
     n_show = min(3, len(seeds))
-    for k in dict.fromkeys(int(i) for i in pick):
+    for k in shown:
         it = items[k]
         rows.append({
             "prompt": it.prompt, "real": real.images(it.cls)[0],
@@ -226,14 +269,23 @@ def run_evaluation(cfg: EvalConfig, generator=None, spec=None, log=print) -> dic
         })
     grid_path = image_grid(rows, arm_names, out / "grid.png")
     bars_path = bar_plot(result, out / "bars.png")
+    images_md = {"grid": grid_path.name, "metrics": bars_path.name}
+    if probing:
+        probe_rows = [{"prompt": row["prompt"], "real": row["real"], "outputs": {
+            p: probed[(first_set, p)][k * len(seeds): k * len(seeds) + n_show] for p in PROBES}, "refs": {
+            p: (corpus.open(corpus.entries[probe_refs[first_set][p][k][0]][1]) if probe_refs[first_set][p][k] else None)
+            for p in PROBES}} for k, row in zip(shown, rows, strict=True)]
+        images_md["reference sensitivity: right / wrong / no reference"] = image_grid(
+            probe_rows, list(PROBES), out / "reference_grid.png").name
     if cfg.save_images:
-        for (set_name, arm), images in generated.items():
-            folder = out / "samples" / set_name / arm
+        for (set_name, arm_name), images in generated.items():
+            folder = out / "samples" / set_name / arm_name
             folder.mkdir(parents=True, exist_ok=True)
             for j, im in enumerate(images):
                 it = sets[set_name][j // len(seeds)]
                 im.save(folder / f"{it.cls}__seed{seeds[j % len(seeds)]}.png")
     write_json(result, out / "results.json")
-    write_markdown(result, out / "report.md", cfg.title, {"grid": grid_path.name, "metrics": bars_path.name})
-    log(f"[eval] done in {result['seconds']:.0f}s -> {out}/results.json, report.md, grid.png, bars.png")
+    write_markdown(result, out / "report.md", cfg.title, images_md)
+    log(f"[eval] done in {result['seconds']:.0f}s -> {out}/results.json, report.md, grid.png, bars.png"
+        f"{', reference_grid.png' if probing else ''}")
     return result

@@ -10,9 +10,11 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from realrag.evaluation.metrics import LOWER_IS_BETTER, METRICS
+from realrag.evaluation.metrics import INTERVAL_METHOD, LOWER_IS_BETTER, METRICS
 
-METRIC_LABELS = {"fid": "FID ↓", "kid": "KID ↓", "clip_t": "CLIP-T ↑", "clip_i": "CLIP-I ↑", "accuracy": "Accuracy ↑"}
+METRIC_LABELS = {"accuracy": "Identity acc. ↑", "kid": "KID ↓", "fid": "FID∞ ↓", "fid_n": "FID@N ↓",
+                 "clip_t": "CLIP-T ↑", "clip_i": "CLIP-I ↑"}
+PLOTTED = ("accuracy", "kid", "fid", "clip_t", "clip_i")
 
 
 def relative_paths(value: Any, root: Path | None = None) -> Any:
@@ -28,8 +30,19 @@ def relative_paths(value: Any, root: Path | None = None) -> Any:
     return value
 
 
+def strict_json(value: Any) -> Any:
+    """NaN/inf -> None, so the file is standard JSON (an undefined statistic reads as null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def write_json(result: dict, path: Path) -> Path:
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    path.write_text(json.dumps(strict_json(result), indent=1, default=str, allow_nan=False) + "\n")
     return path
 
 
@@ -38,7 +51,7 @@ def _fmt(value: float, metric: str) -> str:
         return "n/a"
     if metric == "kid":
         return f"{value:.4f}"
-    if metric == "fid":
+    if metric in ("fid", "fid_n"):
         return f"{value:.2f}"
     return f"{value:.3f}"
 
@@ -55,7 +68,7 @@ def markdown_table(result: dict) -> str:
     for set_name in setup.get("prompt_sets", []):
         arms = result[set_name]
         lines += [f"**{set_name}** ({setup.get('set_sizes', {}).get(set_name, '?')} prompts × "
-                  f"{setup.get('images_per_prompt', '?')} seeds; values with {ci}% bootstrap CIs)", "",
+                  f"{setup.get('images_per_prompt', '?')} seeds; values with {ci}% prompt-level bootstrap intervals)", "",
                   "| arm | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |",
                   "|---|" + "---|" * len(METRICS)]
         best = {m: (min if LOWER_IS_BETTER[m] else max)(a[m] for a in arms.values()) for m in METRICS}
@@ -81,20 +94,44 @@ def markdown_table(result: dict) -> str:
         lines.append("")
     deltas = result.get("deltas") or {}
     if deltas:
-        lines += [f"**paired differences** (same prompts and seeds; {ci}% bootstrap CI; an interval that excludes 0 is a "
-                  "real difference)", "", "| set | comparison | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |",
+        lines += [f"**paired differences** (same prompts and seeds, resampled by prompt; {ci}% interval; an interval that "
+                  "excludes 0 is a real difference)", "", "| set | comparison | " + " | ".join(METRIC_LABELS[m] for m in METRICS) + " |",
                   "|---|---|" + "---|" * len(METRICS)]
         for set_name, pairs in deltas.items():
             for pair, d in pairs.items():
                 cells = [f"{_fmt(d[m]['delta'], m)} [{_fmt(d[m]['ci'][0], m)}, {_fmt(d[m]['ci'][1], m)}]" for m in METRICS]
                 lines.append(f"| {set_name} | {pair} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += [f"- generator: `{setup.get('generator')}`; feature space (FID/KID): **{setup.get('feature_space')}**; "
+    lines += sensitivity_table(result.get("reference_sensitivity") or {})
+    lines += [f"- {result.get('interval_method', INTERVAL_METHOD)}",
+              f"- generator: `{setup.get('generator')}`; feature space (FID/KID): **{setup.get('feature_space')}**; "
               f"classifier (accuracy): {setup.get('classifier')}; CLIP-T/CLIP-I scorer: {setup.get('scorer')}",
               "- retriever arms: " + "; ".join(f"`{a}`: {s}" for a, s in setup.get("arm_sources", {}).items()),
               f"- top-k {setup.get('top_k')}, steps {setup.get('steps')}, guidance {setup.get('guidance')}, "
               f"reference scale {setup.get('ip_scale')}, seeds {setup.get('seeds')}"]
     return "\n".join(lines) + "\n"
+
+
+def sensitivity_table(sensitivity: dict) -> list[str]:
+    """Reference sensitivity per set: the probe (each prompt with a right / wrong / no reference) and
+    each arm's outputs split by what its top-1 reference showed."""
+    if not sensitivity:
+        return []
+    lines = ["**reference sensitivity** (identity accuracy on the true object; cosine distance of the evaluator features "
+             "to the true object's real photos; share of outputs showing the wrong reference's object)", "",
+             "| set | condition | outputs | identity acc. ↑ | distance ↓ | shows wrong ref. |", "|---|---|---|---|---|---|"]
+    for set_name, block in sensitivity.items():
+        rows = [(f"probe: {k} reference" if k != "none" else "probe: no reference", v)
+                for k, v in block.get("probe", {}).items() if isinstance(v, dict)]
+        for arm, splits in block.get("arms", {}).items():
+            rows += [(f"{arm}: retrieved {k}" if k != "none" else f"{arm}: no reference", v) for k, v in splits.items()]
+        for label, v in rows:
+            lines.append(f"| {set_name} | {label} | {v['n']} | {_fmt(v['accuracy'], 'r')} | {_fmt(v['distance'], 'r')} | "
+                         f"{_fmt(v['wrong_shown'], 'r')} |")
+        probe = block.get("probe", {})
+        if "right_minus_wrong_accuracy" in probe:
+            lines.append(f"| {set_name} | right − wrong accuracy gap | | {probe['right_minus_wrong_accuracy']:+.3f} | | |")
+    return [*lines, ""]
 
 
 def write_markdown(result: dict, path: Path, title: str = "Evaluation", images: dict[str, str] | None = None) -> Path:
@@ -161,20 +198,23 @@ def bar_plot(result: dict, path: Path) -> Path:
     setup = result.get("setup", {})
     sets = setup.get("prompt_sets", [])
     arms = list(result[sets[0]]) if sets else []
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(3.2 * len(METRICS), 3.4))
+    fig, axes = plt.subplots(1, len(PLOTTED), figsize=(3.2 * len(PLOTTED), 3.4))
     width = 0.8 / max(1, len(arms))
     colors = plt.get_cmap("tab10")
-    for ax, m in zip(np.atleast_1d(axes), METRICS, strict=True):
+    for ax, m in zip(np.atleast_1d(axes), PLOTTED, strict=True):
         for k, arm in enumerate(arms):
             vals = [result[s][arm][m] for s in sets]
-            lo = [result[s][arm][m] - result[s][arm]["ci"][m][0] for s in sets]
-            hi = [result[s][arm]["ci"][m][1] - result[s][arm][m] for s in sets]
             xs = np.arange(len(sets)) + (k - (len(arms) - 1) / 2) * width
-            ax.bar(xs, vals, width, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], capsize=2, label=arm, color=colors(k))
+            ax.bar(xs, vals, width, label=arm, color=colors(k))
+            # the interval as computed, from its lower to its upper end (never clipped at the bar's top)
+            lo, hi = ([result[s][arm]["ci"][m][i] for s in sets] for i in (0, 1))
+            ax.vlines(xs, lo, hi, color="black", linewidth=1)
+            ax.hlines([*lo, *hi], [*(xs - width / 5)] * 2, [*(xs + width / 5)] * 2, color="black", linewidth=1)
         ax.set_xticks(np.arange(len(sets)), sets)
         ax.set_title(METRIC_LABELS[m])
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.suptitle(f"{setup.get('generator', '')}; FID/KID features: {setup.get('feature_space', '')}", fontsize=9)
+    fig.suptitle(f"{setup.get('generator', '')}; FID/KID features: {setup.get('feature_space', '')}; "
+                 f"{int(round(100 * setup.get('confidence', 0.95)))}% prompt-level bootstrap intervals", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

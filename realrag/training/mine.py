@@ -4,7 +4,7 @@ Every generated sample is embedded with the frozen base image encoder (method §
 against the real corpus (exact cosine, like the index's exact search); its nearest real images that
 are NOT of the prompt's object are the prompt's reflective negatives (§9 #6: a correct render must
 not turn a true positive into a negative). Mined once, offline (§9 #4), cached per (generator
-samples, encoder, data).
+weights digest and sampling settings (both via the samples), encoder, data).
 
 Embeddings are cached in chunks (``chunk-00000.npy`` …) so an interrupted embedding resumes at the
 first missing chunk.
@@ -166,8 +166,10 @@ def run_mine(
     hook: ProgressHook | None = None,
 ) -> tuple[Mined, StageTiming]:
     m = config.samples_per_prompt
+    # samples.fingerprint already covers the weights; naming them here keeps the key honest on its own
     key = fingerprint(
-        "mine-v1", samples.fingerprint, encoder_key(encoder), dataset.data_hash, m, config.negatives_per_sample
+        "mine-v2", samples.fingerprint, samples.weights, encoder_key(encoder), dataset.data_hash, m,
+        config.negatives_per_sample,
     )
     out = Path(config.work_dir) / "mined" / config.generator / key / "negatives.json"
     timing = StageTiming("mine", "samples")
@@ -199,5 +201,6 @@ def run_mine(
             else None,
             "distinct_negative_images": len({n["image_id"] for ns in negatives.values() for n in ns}),
         }
-        write_json(out, {"negatives": negatives, "stats": stats, "encoder": encoder.id, "fingerprint": key})
+        write_json(out, {"negatives": negatives, "stats": stats, "encoder": encoder.id, "fingerprint": key,
+                         "generator_weights_sha256": samples.weights})
     return Mined(key, negatives, stats), timing

@@ -7,8 +7,11 @@ family's pipeline). Seeds derive from (config seed, prompt id, sample index), so
 depend on the order or on how many prompts ran before: an interrupted run resumes to the same files.
 
 Layout: ``WORK/samples/<generator>/<fingerprint>/<prompt_id>/<k>.png``, ``manifest.json`` (generator
-spec and sampling parameters, which the fingerprint covers) and ``done.jsonl``, an append-only log
-with one line per finished prompt, written after its images: the commit point of the stage.
+spec, sampling parameters and the digest of the generator's weights, which the fingerprint covers)
+and ``done.jsonl``, an append-only log with one line per finished prompt, written after its images:
+the commit point of the stage. Keying on the weights' content (not the model key or its path) means
+retrained or replaced weights never reuse stale samples, nor the negatives mined from them; the
+price is loading the generator on a fully cached rerun, to hash it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class Samples:
     root: Path
     fingerprint: str
     files: dict[str, list[dict[str, Any]]]  # prompt id -> [{"file", "seed", "index"}], index order
+    weights: str = ""  # generator_digest() of the generator that drew them
 
     def paths(self, prompt_id: str) -> list[Path]:
         return [self.root / entry["file"] for entry in self.files.get(prompt_id, [])]
@@ -72,6 +76,53 @@ def sampling_params(config: TrainConfig, spec) -> dict[str, Any]:
     }
 
 
+def _weight_holders(obj: Any, prefix: str, seen: set[int], depth: int = 0) -> list[tuple[str, Any]]:
+    """(path, torch module or config-bearing part) reachable from a generator: its attributes, a
+    diffusers pipeline's ``components``, a few levels deep; each object once."""
+    import dataclasses
+
+    import torch
+
+    if obj is None or id(obj) in seen or depth > 3 or isinstance(obj, str | bytes | int | float | bool | Path):
+        return []
+    seen.add(id(obj))
+    if isinstance(obj, torch.nn.Module):
+        return [(prefix, obj)]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return [(prefix, dataclasses.asdict(obj))]
+    components = getattr(obj, "components", None)  # a diffusers pipeline
+    config = getattr(obj, "config", None)
+    if not isinstance(components, dict) and depth and isinstance(config, dict):  # a scheduler: its settings count too
+        return [(prefix, dict(config))]
+    children = components if isinstance(components, dict) else getattr(obj, "__dict__", {})
+    found = []
+    for name, child in sorted(children.items()):
+        found += _weight_holders(child, f"{prefix}.{name}", seen, depth + 1)
+    return found
+
+
+def generator_digest(generator: Any) -> str:
+    """sha256 over the generator's weights: every torch module's state dict (names, dtypes, shapes,
+    bytes) plus the configs of its other parts (schedulers, model configs). Changed weights give a
+    new digest; the same weights loaded again give the same one."""
+    import torch
+
+    h = hashlib.sha256()
+    tensors = 0
+    for path, part in _weight_holders(generator, "", set()):
+        if not isinstance(part, torch.nn.Module):
+            h.update(f"{path}={json.dumps(part, sort_keys=True, default=str)}".encode())
+            continue
+        for name, tensor in part.state_dict().items():
+            t = tensor.detach().to("cpu").contiguous().reshape(-1)
+            h.update(f"{path}.{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy())
+            tensors += 1
+    if not tensors:
+        raise ValueError(f"found no torch weights in generator {type(generator).__name__}: cannot key its samples")
+    return h.hexdigest()[:32]
+
+
 def _release_accelerator_memory() -> None:
     import gc
 
@@ -106,11 +157,19 @@ def run_sample(
         raise ValueError(f"unknown generator model key {config.generator!r} (see services/models.toml)") from None
     params = sampling_params(config, spec)
     spec_identity = spec.model_dump(exclude={"retrievers", "description"})
-    key = fingerprint("sample-v1", spec_identity, params)
+    owned_generator = generator is None
+    setup_seconds = 0.0
+    if generator is None:
+        loaded = time.perf_counter()
+        generator = load_generator(config.generator, config.generator_device)
+        setup_seconds = time.perf_counter() - loaded
+    weights = generator_digest(generator)
+    key = fingerprint("sample-v2", spec_identity, params, weights)
     root = Path(config.work_dir) / "samples" / config.generator / key
     manifest_path = root / "manifest.json"
     if not manifest_path.is_file():
-        write_json(manifest_path, {"generator": config.generator, "spec": spec_identity, "params": params})
+        write_json(manifest_path, {"generator": config.generator, "spec": spec_identity, "params": params,
+                                   "weights_sha256": weights})
     log_path = root / "done.jsonl"
     done = read_log(log_path)
     terminate_torn_line(log_path)
@@ -121,13 +180,9 @@ def run_sample(
         return len(entries) >= m and all((root / e["file"]).is_file() for e in entries[:m])
 
     todo = [p for p in dataset.prompts if not complete(p.id)]
-    owned_generator = bool(todo) and generator is None
     timing = StageTiming("sample", "images", cached=(len(dataset.prompts) - len(todo)) * m)
     with timing:
-        if todo and generator is None:
-            loaded = time.perf_counter()
-            generator = load_generator(config.generator, config.generator_device)
-            timing.setup_seconds = time.perf_counter() - loaded
+        timing.setup_seconds = setup_seconds
         bar = progress(total=len(dataset.prompts) * m, desc=f"sample {config.generator}", unit="img",
                        initial=timing.cached)
         for prompt in todo:
@@ -164,4 +219,4 @@ def run_sample(
         del generator
         _release_accelerator_memory()
     files = {p.id: done[p.id][:m] for p in dataset.prompts}
-    return Samples(root, key, files), timing
+    return Samples(root, key, files, weights), timing

@@ -19,7 +19,7 @@ def open_index(settings: Settings) -> VectorIndex:
         return QdrantClientIndex.local(settings.qdrant_root, settings.collection_alias)
     from .edge_index import EdgeIndex
 
-    return EdgeIndex(settings.qdrant_root, settings.collection_alias)
+    return EdgeIndex(settings.qdrant_root, settings.collection_alias, hnsw_ef=settings.hnsw_ef)
 
 
 __all__ = [

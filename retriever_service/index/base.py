@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 # Payload fields the service filters on; both engines index them as keywords.
-INDEXED_FIELDS = ("object_id", "label", "content_hash", "source", "license")
+# `tenant` (the image's owner, #10) is in every search's filter the gateway sends.
+INDEXED_FIELDS = ("object_id", "label", "content_hash", "source", "license", "tenant")
 
 
 @dataclass
@@ -93,6 +94,10 @@ class VectorIndex(Protocol):
         self, batch_size: int = 256, with_vectors: bool = False, collection: str | None = None
     ) -> Iterator[IndexedPoint]:
         """Every point of the collection behind the alias (or of `collection`)."""
+        ...
+
+    def optimize(self) -> bool:
+        """Build search structures (HNSW) for what was written, blocking; True if anything changed."""
         ...
 
     def close(self) -> None: ...

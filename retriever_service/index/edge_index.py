@@ -61,9 +61,10 @@ def to_filter(conditions: dict[str, Any] | None) -> Filter | None:
 
 
 class EdgeIndex:
-    def __init__(self, root: Path, alias: str) -> None:
+    def __init__(self, root: Path, alias: str, hnsw_ef: int = 128) -> None:
         self.root = Path(root)
         self.alias = alias
+        self.hnsw_ef = hnsw_ef
         (self.root / "collections").mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._shards: dict[str, EdgeShard] = {}
@@ -189,7 +190,8 @@ class EdgeIndex:
                 query=Query.Nearest(list(vector), using=VECTOR),
                 filter=to_filter(filter),
                 with_payload=True,
-                params=SearchParams(exact=True),
+                # exact below Qdrant's full-scan threshold and on segments not optimized yet, HNSW beyond
+                params=SearchParams(hnsw_ef=self.hnsw_ef),
             )
         )
         return [ScoredHit(id=str(h.id), score=float(h.score), payload=dict(h.payload or {})) for h in hits]
@@ -244,6 +246,16 @@ class EdgeIndex:
                 yield IndexedPoint(id=str(r.id), vector=list(vector), payload=dict(r.payload or {}))
             if offset is None:
                 return
+
+    def optimize(self) -> bool:
+        """Run the shard's optimizers (HNSW build, merges) now, blocking; True if anything changed.
+
+        Searches keep answering meanwhile (on the unoptimized segments until the new ones are swapped in)."""
+        try:
+            shard = self._current()
+        except CollectionMissing:
+            return False
+        return bool(shard.optimize())
 
     def close(self) -> None:
         with self._lock:

@@ -193,6 +193,10 @@ class QdrantClientIndex:
             if offset is None:
                 return
 
+    def optimize(self) -> bool:
+        """A Qdrant server (and the local mode) optimizes on its own."""
+        return False
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()

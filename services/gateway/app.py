@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
+import logging
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import redis
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from starlette.datastructures import Headers
 from starlette.types import Scope
@@ -18,22 +16,22 @@ from services.errors import ErrorResponse, error_body, install_error_handlers
 from services.jobs import JobStore
 from services.queue import producer_app
 from services.settings import Settings, get_settings
+from services.tenants import check_auth_mode
 
-from .body_limit import BodySizeLimit
+from .body_limit import BodySizeLimit, header_limit
 from .generations import GenerationService
-from .metrics import HTTP_REQUESTS, HTTP_SECONDS
+from .metrics import RequestMetrics
 from .openapi import install_openapi
 from .retriever_client import RetrieverClient
-from .routes import artifacts, corpus, generations, health, images_openai, models
-
-PLAYGROUND = Path(__file__).with_name("static") / "playground.html"
+from .routes import artifacts, corpus, generations, health, images_openai, models, playground
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     settings = get_settings()
+    check_auth_mode(settings, logging.getLogger("services.gateway"))  # production without tenants: refuse to start
     jobs = JobStore.from_url(settings.redis_url, settings.job_ttl_s, socket_connect_timeout=2, socket_timeout=5)
-    retriever = RetrieverClient(settings.retriever_url, settings.retriever_timeout_s)
+    retriever = RetrieverClient.from_settings(settings)
     app.state.settings = settings
     app.state.jobs = jobs
     app.state.retriever = retriever
@@ -80,28 +78,14 @@ async def _redis_down(_: Request, exc: redis.RedisError) -> ErrorResponse:
 
 # Middleware, innermost first: the body limit (so /metrics counts its 413s), then metrics, then CORS
 # outermost (so browsers can read every answer, 413 included).
-app.add_middleware(BodySizeLimit, limit_of=body_limit)
+app.add_middleware(BodySizeLimit, limit_of=body_limit, header_limit_of=header_limit)
 
 
-@app.middleware("http")
-async def _observe(request: Request, call_next):
-    started = time.perf_counter()
-    response = await call_next(request)
-    route = request.scope.get("route")
-    name = route.path if route is not None else "unmatched"
-    HTTP_REQUESTS.labels(request.method, name, response.status_code).inc()
-    HTTP_SECONDS.labels(name).observe(time.perf_counter() - started)
-    return response
+app.add_middleware(RequestMetrics)
 
 
 if _settings.cors_origins:
     app.add_middleware(CORSMiddleware, allow_origins=_settings.cors_origins, allow_methods=["*"], allow_headers=["*"])
 
-for module in (health, generations, images_openai, corpus, models, artifacts):
+for module in (health, generations, images_openai, corpus, models, artifacts, playground):
     app.include_router(module.router)
-
-if _settings.playground_enabled:
-
-    @app.get("/playground", include_in_schema=False)
-    def playground() -> HTMLResponse:
-        return HTMLResponse(PLAYGROUND.read_text())

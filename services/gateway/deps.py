@@ -65,12 +65,22 @@ def require_tenant(
     return tenant
 
 
-def require_admin(tenant: Annotated[Tenant, Depends(require_tenant)]) -> Tenant:
+def metered_tenant(tenant: Annotated[Tenant, Depends(require_tenant)], generations: GenerationsDep) -> Tenant:
+    """The calling tenant, its request counted against its requests per minute (429 over it)."""
+    generations.rate_limits.hit(tenant)
+    return tenant
+
+
+def require_admin(tenant: Annotated[Tenant, Depends(metered_tenant)]) -> Tenant:
     if not tenant.is_admin:
         raise ApiError(403, "forbidden", "this operation needs an admin API key")
     return tenant
 
 
-Authenticated = Depends(require_tenant)
-CurrentTenant = Annotated[Tenant, Depends(require_tenant)]
+# Authenticated, CurrentTenant and AdminTenant meter the request (FastAPI runs a dependency once per
+# request, however many of these a route uses). UnmeteredTenant is for the routes that create jobs:
+# GenerationService.submit meters them itself, after answering replays.
+Authenticated = Depends(metered_tenant)
+CurrentTenant = Annotated[Tenant, Depends(metered_tenant)]
 AdminTenant = Annotated[Tenant, Depends(require_admin)]
+UnmeteredTenant = Annotated[Tenant, Depends(require_tenant)]

@@ -7,9 +7,9 @@ retriever or the broker refuses, the record is removed again and the client gets
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import secrets
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -19,7 +19,7 @@ from celery import Celery
 
 from services.errors import ApiError
 from services.jobs import JobStore
-from services.queue import GENERATE_TASK
+from services.queue import GENERATE_TASK, enqueue_webhook
 from services.registry import ModelSpec, load_registry, served_model_keys
 from services.schemas import (
     GenerateTask,
@@ -32,12 +32,15 @@ from services.schemas import (
     Timings,
 )
 from services.settings import Settings
-from services.webhooks import WebhookRejected, check_target, notify_job
+from services.tenants import Tenant
+from services.webhooks import WebhookRejected, check_target
 
+from .rate_limits import TenantRateLimits, too_many
 from .retriever_client import RetrieverClient
 
 # \A...\Z: a full match whether used with .match or .fullmatch (`$` also matches before a final "\n")
 JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
+IN_FLIGHT_RETRY_S = 10  # a guess: when one of the tenant's jobs may have finished
 
 
 @dataclass
@@ -74,6 +77,14 @@ def resolve(body: GenerationRequest, settings: Settings) -> Resolved:
         raise ApiError(422, "prompt_too_long", f"prompt is longer than {settings.max_prompt_chars} characters")
     if body.negative_prompt and len(body.negative_prompt) > settings.max_prompt_chars:
         raise ApiError(422, "prompt_too_long", f"negative_prompt is longer than {settings.max_prompt_chars} characters")
+    metadata_bytes = len(json.dumps(body.metadata, ensure_ascii=False, separators=(",", ":")).encode())
+    if metadata_bytes > settings.max_metadata_bytes:
+        raise ApiError(
+            422,
+            "metadata_too_large",
+            f"metadata is {metadata_bytes} bytes as compact JSON; at most {settings.max_metadata_bytes}",
+            limit_bytes=settings.max_metadata_bytes,
+        )
     models = load_registry(settings)
     key = body.model or settings.default_model
     if key not in models:
@@ -132,27 +143,34 @@ class GenerationService:
         self.jobs = jobs
         self.retriever = retriever
         self.celery = celery
+        self.rate_limits = TenantRateLimits(settings, jobs.redis)
+
+    def find(self, tenant: Tenant, job_id: str) -> Job:
+        """The tenant's job `job_id`; 404 for an unknown id and for any other tenant's job alike."""
+        job = self.jobs.find(tenant.name, job_id)
+        if job is None:
+            raise ApiError(404, "job_not_found", f"no job {job_id}")
+        return job
 
     def submit(
-        self, body: GenerationRequest, job_id: str | None = None, idempotency_key: str | None = None
+        self, body: GenerationRequest, tenant: Tenant, job_id: str | None = None, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
-        """Create and enqueue a job; returns (job, created). Replays return the existing job.
+        """Create and enqueue a job of `tenant`; returns (job, created). Replays return the existing job.
 
-        A replay (same Idempotency-Key or same id, same body) is answered first, before the limits
-        and the queue-depth check, so a retry of an accepted request gets its job, never a 429."""
+        A replay (same Idempotency-Key or same id, same body, same tenant) is answered first, before
+        the rate limit, the other limits and the queue-depth check, so a retry of an accepted request
+        gets its job, never a 429. Ids and keys are the tenant's own: another tenant's are unknown here."""
         digest = request_hash(body)
-        replayed = self._existing(job_id, idempotency_key)
+        replayed = self._existing(tenant, job_id, idempotency_key)
         if replayed is not None:
             return self._replay(replayed, digest), False
+        self.rate_limits.hit(tenant)
         resolved = resolve(body, self.settings)
-        job_id = job_id or str(uuid.uuid4())
         self._check_queue_depth()
-        if idempotency_key:
-            bound = self.jobs.claim_idempotency_key(idempotency_key, job_id)
-            if bound != job_id:
-                return self._replay(bound, digest), False
         job = Job(
-            id=job_id,
+            id=job_id or str(uuid.uuid4()),
+            internal_id=uuid.uuid4().hex,
+            tenant=tenant.name,
             status=JobStatus.retrieving,
             model=resolved.spec.key,
             prompt=body.prompt,
@@ -160,12 +178,34 @@ class GenerationService:
             request_hash=digest,
             seeds=resolved.seeds,
         )
-        if not self.jobs.create(job):
-            return self._replay(job_id, digest), False
+        created = self.jobs.create(
+            job,
+            idempotency_key,
+            max_in_flight=tenant.max_jobs_in_flight if self.settings.auth_enabled else 0,
+            max_idempotency_keys=self.settings.max_idempotency_keys_per_tenant,
+        )
+        if created.outcome == "exists":
+            return self._replay((created.internal_id, self.jobs.get(created.internal_id)), digest), False
+        if created.outcome == "too_many_jobs":
+            raise too_many(
+                "too_many_jobs_in_flight",
+                f"{tenant.max_jobs_in_flight} jobs are already queued or running for this API key; retry when one finishes",
+                IN_FLIGHT_RETRY_S,
+                limit=tenant.max_jobs_in_flight,
+            )
+        if created.outcome == "too_many_keys":
+            raise too_many(
+                "too_many_idempotency_keys",
+                f"this API key holds {self.settings.max_idempotency_keys_per_tenant} idempotency keys; they expire "
+                f"{self.settings.job_ttl_s} s after use",
+                created.retry_after_s,
+                limit=self.settings.max_idempotency_keys_per_tenant,
+            )
+        internal_id = job.internal_id
         try:
-            references, info, retrieval_ms = self._references(body, resolved)
+            references, info, retrieval_ms = self._references(body, resolved, tenant)
             task = GenerateTask(
-                job_id=job_id,
+                job_id=internal_id,
                 model=resolved.spec.key,
                 prompt=body.prompt,
                 negative_prompt=body.negative_prompt,
@@ -179,39 +219,38 @@ class GenerationService:
                 ip_scale=resolved.ip_scale,
             )
             job = self.jobs.transition(
-                job_id,
+                internal_id,
                 JobStatus.queued,
                 references=references,
                 retriever=info,
                 timings=Timings(retrieval_ms=retrieval_ms),
             )
             self.celery.send_task(
-                GENERATE_TASK, args=[task.model_dump(mode="json")], task_id=job_id, queue=self.settings.queue_name
+                GENERATE_TASK, args=[task.model_dump(mode="json")], task_id=internal_id, queue=self.settings.queue_name
             )
         except Exception as exc:
-            self.jobs.delete(job_id)
-            if idempotency_key:
-                self.jobs.release_idempotency_key(idempotency_key, job_id)
+            self.jobs.delete(job, idempotency_key)
             if isinstance(exc, (redis.RedisError, OSError)) or type(exc).__module__.startswith("kombu"):
                 raise ApiError(503, "broker_unavailable", "the job queue (Redis) is unreachable") from exc
             raise
         return job, True
 
-    def _existing(self, job_id: str | None, idempotency_key: str | None) -> str | None:
-        """The id of the job this request would replay, if it was accepted before."""
+    def _existing(self, tenant: Tenant, job_id: str | None, idempotency_key: str | None) -> tuple[str, Job | None] | None:
+        """(internal id, record) of the tenant's job this request would replay, if it was accepted before."""
         if idempotency_key:
-            return self.jobs.idempotency_binding(idempotency_key)
-        if job_id and self.jobs.redis.exists(self.jobs.job_key(job_id)):
-            return job_id
+            return self.jobs.find_by_idempotency_key(tenant.name, idempotency_key)
+        if job_id:
+            job = self.jobs.find(tenant.name, job_id)
+            return (job.internal_id, job) if job is not None else None
         return None
 
-    def _replay(self, job_id: str, digest: str) -> Job:
-        existing = self.jobs.get(job_id)
-        if existing is None:
-            raise ApiError(409, "job_conflict", f"job {job_id} is being created; retry shortly")
-        if existing.request_hash != digest:
+    def _replay(self, existing: tuple[str, Job | None], digest: str) -> Job:
+        job = existing[1]
+        if job is None:
+            raise ApiError(409, "job_conflict", "the job of this id or idempotency key is being created or removed; retry shortly")
+        if job.request_hash != digest:
             raise ApiError(409, "idempotency_conflict", "this id or idempotency key was used with a different request")
-        return existing
+        return job
 
     def _check_queue_depth(self) -> None:
         depth = self.jobs.redis.llen(self.settings.queue_name)
@@ -220,12 +259,15 @@ class GenerationService:
             error.headers["Retry-After"] = "10"
             raise error
 
-    def _references(self, body: GenerationRequest, resolved: Resolved) -> tuple[list[Reference], RetrieverInfo | None, float | None]:
+    def _references(
+        self, body: GenerationRequest, resolved: Resolved, tenant: Tenant
+    ) -> tuple[list[Reference], RetrieverInfo | None, float | None]:
+        """The references, from the corpus `tenant` sees: the shared one and its own private images."""
         started = time.perf_counter()
         if body.reference_ids is not None:
             references = []
             for image_id in body.reference_ids:
-                image = self.retriever.get_image(image_id)
+                image = self.retriever.get_image(image_id, tenant=tenant.name)
                 if image is None:
                     raise ApiError(422, "unknown_reference", f"no corpus image {image_id}")
                 references.append(
@@ -241,7 +283,8 @@ class GenerationService:
                 filter=body.retrieval.filter,
                 retriever=body.retrieval.retriever,
                 model=resolved.spec.key,
-            )
+            ),
+            tenant=tenant.name,
         )
         references = [
             Reference(id=h.id, score=h.score, caption=h.caption, object_id=h.object_id, label=h.label, image_uri=h.image_uri)
@@ -249,16 +292,14 @@ class GenerationService:
         ]
         return references, result.retriever, (time.perf_counter() - started) * 1000
 
-    def cancel(self, job_id: str) -> Job:
-        job = self.jobs.get(job_id)
-        if job is None:
-            raise ApiError(404, "job_not_found", f"no job {job_id}")
+    def cancel(self, tenant: Tenant, job_id: str) -> Job:
+        job = self.find(tenant, job_id)
         if job.status.terminal:
             return job
-        self.jobs.request_cancel(job_id)
+        internal_id = job.internal_id
+        self.jobs.request_cancel(internal_id)
         if job.status in (JobStatus.queued, JobStatus.retrieving):
-            job = self.jobs.transition(job_id, JobStatus.canceled, cancel_requested=True)
-            if job.request.webhook_url:  # the worker will skip this job, so it cannot notify
-                threading.Thread(target=notify_job, args=(job, self.settings), daemon=True).start()
+            job = self.jobs.transition(internal_id, JobStatus.canceled, cancel_requested=True)
+            enqueue_webhook(job, self.settings, self.celery)  # the worker will skip this job, so it cannot notify
             return job
-        return self.jobs.update(job_id, lambda j: None if j.status.terminal else j.model_copy(update={"cancel_requested": True}))
+        return self.jobs.update(internal_id, lambda j: None if j.status.terminal else j.model_copy(update={"cancel_requested": True}))

@@ -56,9 +56,11 @@ class JobEvents:
     """One client's subscription to one job: `open()` before the response starts (so an unknown job
     is a plain 404), then `stream()`; `close()` always, also when the stream never started."""
 
-    def __init__(self, settings: Settings, job_id: str) -> None:
+    def __init__(self, settings: Settings, tenant: str, job_id: str) -> None:
         self.settings = settings
-        self.job_id = job_id
+        self.tenant = tenant
+        self.job_id = job_id  # the client-facing id; the channel and the record use the internal one
+        self.internal_id = ""
         # Its own connections (a subscribed one cannot GET), no retries: a failure ends the stream
         # and the client resumes with Last-Event-ID, rather than a silent reconnect losing messages.
         self.redis = aioredis.Redis.from_url(
@@ -72,8 +74,12 @@ class JobEvents:
         self.closed = False
 
     async def open(self) -> Job | None:
-        """Subscribe, then read the record: None if there is no such job."""
-        await self.pubsub.subscribe(JobStore.events_channel(self.job_id))
+        """Subscribe, then read the record: None if the tenant has no such job."""
+        internal_id = await self.redis.get(JobStore.job_id_key(self.tenant, self.job_id))
+        if not internal_id:
+            return None
+        self.internal_id = str(internal_id)
+        await self.pubsub.subscribe(JobStore.events_channel(self.internal_id))
         # The GET goes over another connection: wait for Redis to confirm the subscription, so that
         # every write after the record we read is delivered to us.
         confirmed = await self.pubsub.get_message(timeout=REDIS_TIMEOUT_S)
@@ -94,8 +100,9 @@ class JobEvents:
                 log.debug("closing the event subscription of %s failed", self.job_id, exc_info=True)
 
     async def _read(self) -> Job | None:
-        raw = await self.redis.get(JobStore.job_key(self.job_id))
-        return Job.model_validate_json(raw) if raw else None
+        raw = await self.redis.get(JobStore.job_key(self.internal_id))
+        job = Job.model_validate_json(raw) if raw else None
+        return job if job is not None and job.tenant == self.tenant else None
 
     async def _next(self) -> Job | None:
         """The record after the next write (or after a quiet `sse_ping_s`); None once it is gone."""

@@ -31,11 +31,16 @@ from .views import PRIVATE_JOB_FIELDS
 ERROR_DESCRIPTIONS = {
     400: "the body could not be parsed (not UTF-8, broken multipart)",
     401: "a valid API key is required: `Authorization: Bearer KEY` or `X-API-Key: KEY`",
+    403: "the API key is valid but may not do this (e.g. an admin-only operation)",
     404: "no such resource",
     409: "conflict",
     413: "the request body is larger than REALRAG_MAX_BODY_BYTES (uploads: REALRAG_MAX_UPLOAD_BYTES + that)",
     422: "the request breaks the schema or a limit; `error.code` names the rule, `error.details` the fields",
-    429: "the queue is full; retry after `Retry-After` seconds",
+    429: (
+        "too many requests: the API key is over its requests per minute (`rate_limited`) or the queue is full "
+        "(`queue_full`); retry after `Retry-After` seconds"
+    ),
+    431: "the request headers together are larger than REALRAG_MAX_HEADER_BYTES (`headers_too_large`)",
     500: "internal error",
     503: "a dependency (Redis, the retriever) is unreachable; nothing was created, retrying is safe",
     504: "timed out",
@@ -46,12 +51,24 @@ JOB_RESPONSES = {
         "the id or Idempotency-Key was used with a different body (`idempotency_conflict`), "
         "or that job is still being created (`job_conflict`)"
     ),
-    422: "the request breaks the schema or a limit (`empty_prompt`, `n_out_of_range`, `invalid_size`, `invalid_job_id`, ...)",
+    422: (
+        "the request breaks the schema or a limit (`empty_prompt`, `n_out_of_range`, `invalid_size`, `invalid_job_id`, "
+        "`metadata_too_large`, ...)"
+    ),
+    429: (
+        "retry after `Retry-After` seconds: the API key is over its requests per minute (`rate_limited`), its jobs "
+        "in flight (`too_many_jobs_in_flight`) or its idempotency keys (`too_many_idempotency_keys`), or the queue "
+        "is full (`queue_full`). A replay of an accepted request is answered, never refused"
+    ),
     503: "Redis or the retriever is unreachable; nothing was created, retrying is safe",
 }
 OPENAI_RESPONSES = {
     400: "the request breaks the schema or a limit (OpenAI says 400 where the rest of this API says 422)",
     409: "the job was canceled, or the Idempotency-Key was used with a different body",
+    429: (
+        "retry after `Retry-After` seconds: the API key is over its requests per minute (`rate_limited`) or its jobs "
+        "in flight (`too_many_jobs_in_flight`), or the queue is full (`queue_full`)"
+    ),
     500: "the job failed (`generation_failed`); `x-should-retry: false`, since a retry would run it again",
     504: "the job is still running after REALRAG_SYNC_WAIT_TIMEOUT_S; poll /v1/generations/{id} (`error.details.job_id`)",
 }
@@ -59,6 +76,7 @@ ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "integer"}}},
 }
+RATE_LIMITED = "the API key is over its requests per minute (`rate_limited`); retry after `Retry-After` seconds"
 
 
 def responses(
@@ -198,6 +216,7 @@ def install_openapi(app: FastAPI) -> None:
             settings: Settings = getattr(app.state, "settings", None) or get_settings()
             apply_limits(document, settings)
             _drop_generated_validation_errors(document)
+            _document_request_limits(document, settings)
             if not settings.auth_enabled:
                 _make_security_optional(document)
             app.openapi_schema = document
@@ -226,8 +245,21 @@ def _drop_generated_validation_errors(document: dict[str, Any]) -> None:
             schemas[name] = schema
 
 
+def _document_request_limits(document: dict[str, Any], settings: Settings) -> None:
+    """The answers of limits no route sees: 431 (the header limit, a middleware) everywhere; with
+    tenants, 429 on every route that requires a key: each of those meters the tenant's requests
+    (deps.CurrentTenant; the creating routes meter in GenerationService.submit and document 429)."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    for operation in _operations(document):
+        answers = operation.setdefault("responses", {})
+        answers.setdefault("431", {"description": ERROR_DESCRIPTIONS[431], "content": error_body})
+        keyed = operation.get("security") and {} not in operation["security"]  # optional (artifacts): unmetered
+        if settings.auth_enabled and keyed and "429" not in answers:
+            answers["429"] = {"description": RATE_LIMITED, "headers": ERROR_HEADERS[429], "content": error_body}
+
+
 def _make_security_optional(document: dict[str, Any]) -> None:
-    """No REALRAG_API_KEYS: the protected routes answer without a key too (`{}` = no requirement)."""
+    """No REALRAG_TENANTS: the protected routes answer without a key too (`{}` = no requirement)."""
     for operation in _operations(document):
         if operation.get("security") and {} not in operation["security"]:
             operation["security"].append({})

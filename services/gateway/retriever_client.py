@@ -7,6 +7,11 @@ What the retriever answers, as the gateway's client sees it:
 - anything else (500, a redirect, a body that is not what was asked for): a retriever bug or a
   version mismatch, `502 retriever_error`.
 Ids are validated before they reach a URL, and every path segment is percent-encoded.
+
+Tenancy (#10): every call names the tenant it acts for, and the client scopes it: searches carry a
+`tenant` payload filter (the shared corpus plus the tenant's own images), reads and deletes of an
+image outside that scope answer "not found", whether or not the image exists. The gateway is the
+only caller the retriever trusts (REALRAG_RETRIEVER_TOKEN, sent on every request).
 """
 
 from __future__ import annotations
@@ -18,15 +23,22 @@ import httpx
 from pydantic import ValidationError
 
 from services.errors import ApiError
-from services.schemas import CorpusImage, IngestResponse, SearchRequest, SearchResponse, is_corpus_id
+from services.schemas import SHARED_CORPUS, CorpusImage, IngestResponse, RetrieverInfo, SearchRequest, SearchResponse, is_corpus_id
+from services.settings import Settings
 
 PASSED_THROUGH = frozenset({400, 409, 413, 422})
 Model = TypeVar("Model", CorpusImage, IngestResponse, SearchResponse)
 
 
 class RetrieverClient:
-    def __init__(self, base_url: str, timeout_s: float) -> None:
-        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, follow_redirects=False)
+    def __init__(self, base_url: str, timeout_s: float, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, timeout=timeout_s, follow_redirects=False, headers=headers)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetrieverClient:
+        token = settings.retriever_token.get_secret_value() if settings.retriever_token else None
+        return cls(settings.retriever_url, settings.retriever_timeout_s, token=token)
 
     def _call(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> httpx.Response:
         try:
@@ -43,25 +55,41 @@ class RetrieverClient:
         if status in PASSED_THROUGH:
             error = _error_of(response)
             raise ApiError(status, error.get("code", "retriever_error"), error.get("message", ""))
+        if status in (401, 403):  # a deployment error, not the client's: name the setting
+            raise ApiError(502, "retriever_error", "the retriever refused the gateway's REALRAG_RETRIEVER_TOKEN")
         raise ApiError(502, "retriever_error", f"the retriever service answered {status}")
 
-    def search(self, request: SearchRequest) -> SearchResponse:
-        response = self._call("POST", "/v1/search", json=request.model_dump(mode="json"))
+    def search(self, request: SearchRequest, *, tenant: str) -> SearchResponse:
+        """The best matches among the images `tenant` may see (a client's own `tenant` condition can
+        only narrow that)."""
+        scoped = scope_filter(request.filter, tenant)
+        if scoped is None:
+            return SearchResponse(hits=[], retriever=RetrieverInfo(kind=request.retriever or "zero-shot"), took_ms=0.0)
+        body = request.model_copy(update={"filter": scoped}).model_dump(mode="json")
+        response = self._call("POST", "/v1/search", json=body)
         return _parse(SearchResponse, response)
 
-    def get_image(self, image_id: str) -> CorpusImage | None:
+    def get_image(self, image_id: str, *, tenant: str) -> CorpusImage | None:
+        """The record, if `tenant` may see it (shared or its own), else None."""
         if not is_corpus_id(image_id):
             return None
         response = self._call("GET", f"/v1/images/{quote(image_id, safe='')}", missing_ok=True)
-        return None if response.status_code == 404 else _parse(CorpusImage, response)
+        if response.status_code == 404:
+            return None
+        image = _parse(CorpusImage, response)
+        return image if image.tenant in visible_to(tenant) else None
 
-    def delete_image(self, image_id: str) -> bool:
-        if not is_corpus_id(image_id):
+    def delete_image(self, image_id: str, *, tenant: str) -> bool:
+        """Delete an image `tenant` may see; False when there is none. Whether `tenant` may write it
+        (the shared corpus: admins only) is the caller's check, on `get_image`'s record."""
+        if self.get_image(image_id, tenant=tenant) is None:
             return False
         return self._call("DELETE", f"/v1/images/{quote(image_id, safe='')}", missing_ok=True).status_code == 204
 
-    def ingest(self, data: bytes, fields: dict[str, str]) -> tuple[IngestResponse, int]:
-        response = self._call("POST", "/v1/images", files={"file": ("upload", data, "application/octet-stream")}, data=fields)
+    def ingest(self, data: bytes, fields: dict[str, str], *, tenant: str) -> tuple[IngestResponse, int]:
+        """Add an image owned by `tenant` (SHARED_CORPUS: the shared corpus)."""
+        form = {**fields, "tenant": tenant}
+        response = self._call("POST", "/v1/images", files={"file": ("upload", data, "application/octet-stream")}, data=form)
         return _parse(IngestResponse, response), response.status_code
 
     def ready(self) -> dict:
@@ -75,6 +103,24 @@ class RetrieverClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+def visible_to(tenant: str) -> tuple[str, ...]:
+    """The corpus owners whose images `tenant` sees: the shared corpus and its own."""
+    return (SHARED_CORPUS, tenant)
+
+
+def scope_filter(conditions: dict[str, Any] | None, tenant: str) -> dict[str, Any] | None:
+    """`conditions` with the tenant scope added; None when the client's own `tenant` condition
+    leaves nothing visible."""
+    visible = list(visible_to(tenant))
+    asked = (conditions or {}).get("tenant")
+    if asked is not None:
+        wanted = asked if isinstance(asked, list) else [asked]
+        visible = [owner for owner in visible if owner in wanted]
+        if not visible:
+            return None
+    return {**(conditions or {}), "tenant": visible}
 
 
 def _parse(model: type[Model], response: httpx.Response) -> Model:

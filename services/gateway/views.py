@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-from services.artifacts import direct_url
-from services.schemas import Job
-from services.settings import Settings
+from urllib.parse import quote, urlencode
 
-# kept in the Redis record, logs and metrics; never shown to clients (the worker's host:pid and the
-# request digest used for idempotent replays)
-PRIVATE_JOB_FIELDS = frozenset({"request_hash", "worker"})
+from services.artifacts import direct_url
+from services.schemas import PRIVATE_JOB_FIELDS, Job
+from services.settings import Settings
+from services.signing import sign
+
+__all__ = ["PRIVATE_JOB_FIELDS", "artifact_url", "job_view"]
 
 
 def artifact_url(settings: Settings, uri: str, base_url: str = "") -> str:
-    """The URL of an artifact: under REALRAG_PUBLIC_BASE_URL when set, else under `base_url` (the
+    """The URL of an artifact, signed so that it works without an API key (`<img src>`) until
+    REALRAG_SIGNED_URL_TTL_S passes: under REALRAG_PUBLIC_BASE_URL when set, else under `base_url` (the
     request's own, for absolute URLs), else relative to the gateway. With the S3 store: a presigned
     bucket URL valid for REALRAG_S3_PRESIGN_TTL_S (a fresh one at every read of the view)."""
     presigned = direct_url(settings, uri)
     if presigned:
         return presigned
     base = settings.public_base_url or base_url
-    return f"{base.rstrip('/')}/v1/artifacts/{uri}"
+    path = f"/v1/artifacts/{uri}"
+    return f"{base.rstrip('/')}{quote(path)}?{urlencode(sign(settings, path))}"
 
 
 def job_view(job: Job, settings: Settings, base_url: str = "") -> dict:

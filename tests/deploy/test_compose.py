@@ -15,6 +15,11 @@ from deploy import validate as v
 COMPOSE_TEXT = v.COMPOSE_FILES[0].read_text()
 
 
+def SEC(name: str) -> str:  # noqa: N802 - reads like the interpolation it writes
+    """How docker-compose.yml interpolates a secret from deploy/compose.secrets.env."""
+    return f"${{{name}:?set {name} in deploy/compose.secrets.env (see deploy/compose.secrets.env.example)}}"
+
+
 def test_gpu_stack_passes_every_check(compose_gpu, compose_source):
     assert v.check_compose(compose_gpu, compose_source) == []
 
@@ -44,11 +49,13 @@ def test_same_settings_as_realrag_serve(compose_gpu):
     """The containers' REALRAG_* variables build the very Settings object `realrag serve` uses."""
     for name in v.APP_SERVICES:
         settings = v.build_settings(compose_gpu["services"][name]["environment"])
-        assert settings.redis_url == "redis://:CHANGE-ME-redis-password@redis:6379/0"
         assert settings.qdrant_url == "http://qdrant:6333"
-        assert settings.qdrant_api_key.get_secret_value() == "CHANGE-ME-qdrant-api-key"
-        assert [k.get_secret_value() for k in settings.api_keys] == ["CHANGE-ME-client-key"]
         assert str(settings.artifact_root) == "/artifacts"
+    services = {name: v.build_settings(compose_gpu["services"][name]["environment"]) for name in (*v.APP_SERVICES, "notifier")}
+    for name in ("gateway", "worker", "notifier"):
+        assert services[name].redis_url == "redis://:CHANGE-ME-redis-password@redis:6379/0"
+    assert services["retriever"].qdrant_api_key.get_secret_value() == "CHANGE-ME-qdrant-api-key"
+    assert [t.name for t in services["gateway"].tenants] == ["change-me"]
     worker = v.build_settings(compose_gpu["services"]["worker"]["environment"])
     assert worker.worker_preload is True
     assert worker.visibility_timeout_s > worker.task_time_limit_s
@@ -56,23 +63,54 @@ def test_same_settings_as_realrag_serve(compose_gpu):
 
 def test_a_missing_secret_stops_compose_with_a_clear_message(tmp_path):
     env = tmp_path / "partial.env"
-    env.write_text("QDRANT_API_KEY=x\nREALRAG_API_KEYS=[\"k\"]\n")
+    env.write_text("QDRANT_API_KEY=x\nREALRAG_METRICS_TOKEN=m\n")
     with pytest.raises(v.ToolError, match="REDIS_PASSWORD"):
         v.render_compose(v.COMPOSE_FILES, env_file=env)
 
 
 def test_the_env_examples_hold_only_placeholders():
-    for path in (v.COMPOSE_ENV_EXAMPLE, v.K8S_SECRETS_EXAMPLE):
+    for path in (v.COMPOSE_ENV_EXAMPLE, v.COMPOSE_SECRETS_EXAMPLE, v.K8S_SECRETS_EXAMPLE):
         for line in path.read_text().splitlines():
             if line and not line.startswith("#"):
                 key, _, value = line.partition("=")
                 if v.SECRET_NAME.search(key) and value:
-                    assert "CHANGE-ME" in value, f"{path.name}: {key} looks like a real secret"
+                    assert "CHANGE-ME" in value.upper(), f"{path.name}: {key} looks like a real secret"
 
 
 def test_real_env_files_are_git_ignored():
     ignore = (v.DEPLOY / ".gitignore").read_text()
-    assert "compose.env" in ignore and "k8s/**/secrets.env" in ignore
+    assert "compose.env" in ignore and "compose.secrets.env" in ignore and "k8s/**/secrets.env" in ignore
+
+
+def test_least_privilege_each_container_gets_only_its_secrets(compose_gpu):
+    """The Qdrant key only in the retriever, the webhook secret only in the notifier, tenants,
+    signing key and metrics token only in the gateway, Redis not in the retriever."""
+    env = {name: compose_gpu["services"][name]["environment"] for name in (*v.APP_SERVICES, "notifier")}
+    holders = {key: {name for name, e in env.items() if e.get(key)} for key in
+               ("REALRAG_QDRANT_API_KEY", "REALRAG_TENANTS", "REALRAG_URL_SIGNING_KEY", "REALRAG_METRICS_TOKEN",
+                "REALRAG_RETRIEVER_TOKEN", "REALRAG_RETRIEVER_ADMIN_TOKEN", "REALRAG_REDIS_URL")}
+    assert holders == {"REALRAG_QDRANT_API_KEY": {"retriever"}, "REALRAG_TENANTS": {"gateway"}, "REALRAG_URL_SIGNING_KEY": {"gateway"},
+                       "REALRAG_METRICS_TOKEN": {"gateway"}, "REALRAG_RETRIEVER_TOKEN": {"gateway", "retriever"},
+                       "REALRAG_RETRIEVER_ADMIN_TOKEN": {"retriever"}, "REALRAG_REDIS_URL": {"gateway", "worker", "notifier"}}
+    assert "REALRAG_WEBHOOK_SECRET" in compose_gpu["services"]["notifier"]["environment"]
+    assert not any("REALRAG_WEBHOOK_SECRET" in env[name] for name in v.APP_SERVICES)
+
+
+def test_the_settings_file_holds_no_secret(tmp_path):
+    assert v.check_compose_settings_file(v.COMPOSE_ENV_EXAMPLE.read_text()) == []
+    leaked = v.COMPOSE_ENV_EXAMPLE.read_text() + "QDRANT_API_KEY=CHANGE-ME\n# REALRAG_WEBHOOK_SECRET=\n"
+    problems = v.check_compose_settings_file(leaked)
+    assert any("QDRANT_API_KEY is a secret in the file every app container reads" in p for p in problems), problems
+    assert any("REALRAG_WEBHOOK_SECRET is a secret" in p for p in problems), problems
+
+
+def test_the_notifier_delivers_webhooks_on_the_gateway_image(compose_gpu, compose_cpu):
+    for rendered in (compose_gpu, compose_cpu):
+        notifier = rendered["services"]["notifier"]
+        assert notifier["command"] == ["python", "-m", "services.notifier"]
+        assert notifier["image"] == rendered["services"]["gateway"]["image"]
+        assert notifier["healthcheck"]["test"] == ["CMD", "python", "-m", "services.notifier", "--probe"]
+        assert "deploy" not in notifier
 
 
 # ---- planted mistakes -------------------------------------------------------------------------
@@ -99,10 +137,10 @@ WORKER_GPU = "    deploy: *gpu\n    # Longer than"
                      "redis: no restart policy", id="bad-restart-value"),
         pytest.param("      test: [\"CMD-SHELL\", \"redis-cli ping | grep -q PONG\"]", "      disable: true",
                      "redis: no healthcheck", id="healthcheck-disabled"),
-        pytest.param("redis://:${REDIS_PASSWORD:?set REDIS_PASSWORD in deploy/compose.env (see deploy/compose.env.example)}@redis",
+        pytest.param(f"redis://:{SEC('REDIS_PASSWORD')}@redis",
                      "redis://:hunter2@redis", "literal password in a URL", id="password-in-url"),
-        pytest.param("  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:?set QDRANT_API_KEY in deploy/compose.env (see deploy/"
-                     "compose.env.example)}", "  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:-s3cret}",
+        pytest.param("  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:?set QDRANT_API_KEY in deploy/compose.secrets.env (see deploy/"
+                     "compose.secrets.env.example)}", "  REALRAG_QDRANT_API_KEY: ${QDRANT_API_KEY:-s3cret}",
                      "REALRAG_QDRANT_API_KEY holds a literal secret", id="secret-as-default"),
         pytest.param("image: redis:8.2.2-alpine", "image: redis:latest", "redis: image 'redis:latest' is not pinned",
                      id="unpinned-image"),
@@ -134,6 +172,24 @@ WORKER_GPU = "    deploy: *gpu\n    # Longer than"
         # The stack reads its own env file, never the developer's .env (`realrag serve`'s settings).
         pytest.param("  - path: deploy/compose.env\n", "  - path: .env\n", "env_file reads the developer's .env",
                      id="reads-developer-dotenv"),
+        # Least privilege (#10): secrets only where used; webhooks by the notifier.
+        pytest.param("  - path: deploy/compose.env\n", "  - path: deploy/compose.secrets.env\n",
+                     "env_file deploy/compose.secrets.env hands every secret to the container", id="secrets-file-as-env-file"),
+        pytest.param("      REALRAG_WORKER_PRELOAD: \"true\"\n",
+                     f"      REALRAG_WORKER_PRELOAD: \"true\"\n      REALRAG_QDRANT_API_KEY: {SEC('QDRANT_API_KEY')}\n",
+                     "compose service worker: REALRAG_QDRANT_API_KEY carries secret QDRANT_API_KEY, which the worker does not use",
+                     id="qdrant-key-in-worker"),
+        pytest.param("      REALRAG_WORKER_PRELOAD: \"true\"\n",
+                     "      REALRAG_WORKER_PRELOAD: \"true\"\n      REALRAG_WEBHOOK_SECRET: ${REALRAG_WEBHOOK_SECRET:-}\n"
+                     "      REALRAG_METRICS_TOKEN: ${REALRAG_METRICS_TOKEN:?x}\n",
+                     "compose service worker: REALRAG_METRICS_TOKEN carries secret REALRAG_METRICS_TOKEN", id="metrics-token-in-worker"),
+        pytest.param("  REALRAG_QDRANT_URL: http://qdrant:6333\n", f"  REALRAG_QDRANT_URL: http://qdrant:6333\n"
+                     f"  REALRAG_RETRIEVER_ADMIN_TOKEN: {SEC('REALRAG_RETRIEVER_ADMIN_TOKEN')}\n",
+                     "compose service gateway: REALRAG_RETRIEVER_ADMIN_TOKEN carries secret", id="admin-token-for-everyone"),
+        pytest.param(f"      REALRAG_METRICS_TOKEN: {SEC('REALRAG_METRICS_TOKEN')}\n", "",
+                     "compose service gateway: REALRAG_METRICS_TOKEN is not set", id="open-metrics"),
+        pytest.param("    command: [python, -m, services.notifier]\n", "    command: [python, -m, generator_service, worker]\n",
+                     "compose service notifier: must run `python -m services.notifier`", id="notifier-runs-the-gpu-worker"),
     ],
 )
 def test_planted_mistake_is_caught(tmp_path, old, new, expected):
@@ -192,11 +248,11 @@ def test_minio_override_puts_every_service_on_one_bucket(compose_minio):
 
 def test_minio_needs_its_secrets(tmp_path):
     env = tmp_path / "no-minio.env"
-    lines = v.COMPOSE_ENV_EXAMPLE.read_text().splitlines()
+    lines = v.COMPOSE_SECRETS_EXAMPLE.read_text().splitlines()
     env.write_text("\n".join(line for line in lines if not line.startswith("S3_SECRET_ACCESS_KEY=")) + "\n")
-    v.render_compose(v.COMPOSE_FILES, env_file=env)  # the base stack does not need it
+    v.render_compose(v.COMPOSE_FILES, env_file=(v.COMPOSE_ENV_EXAMPLE, env))  # the base stack does not need it
     with pytest.raises(v.ToolError, match="S3_SECRET_ACCESS_KEY"):
-        v.render_compose([*v.COMPOSE_FILES, v.COMPOSE_MINIO_OVERRIDE], env_file=env)
+        v.render_compose([*v.COMPOSE_FILES, v.COMPOSE_MINIO_OVERRIDE], env_file=(v.COMPOSE_ENV_EXAMPLE, env))
 
 
 def plant_minio(tmp_path: Path, old: str, new: str) -> list[str]:
@@ -217,7 +273,7 @@ def plant_minio(tmp_path: Path, old: str, new: str) -> list[str]:
                      "must use the same artefact store", id="gateway-on-another-bucket"),
         pytest.param("  worker:\n    environment: *s3-env\n", "  worker:\n    environment:\n      REALRAG_ARTIFACT_STORE: local\n",
                      "must use the same artefact store", id="worker-on-the-volume"),
-        pytest.param("  REALRAG_S3_SECRET_ACCESS_KEY: ${S3_SECRET_ACCESS_KEY:?set S3_SECRET_ACCESS_KEY in deploy/compose.env",
+        pytest.param("  REALRAG_S3_SECRET_ACCESS_KEY: ${S3_SECRET_ACCESS_KEY:?set S3_SECRET_ACCESS_KEY in deploy/compose.secrets.env",
                      "  REALRAG_S3_SECRET_ACCESS_KEY: ${S3_SECRET_ACCESS_KEY:-minio-secret",
                      "REALRAG_S3_SECRET_ACCESS_KEY holds a literal secret", id="literal-s3-secret-as-default"),
         pytest.param("    restart: on-failure\n", "    restart: unless-stopped\n",

@@ -39,7 +39,8 @@ def test_generated_secret_is_referenced_everywhere_by_its_hashed_name(rendered_o
     docs = rendered_overlays["gpu"]
     (secret,) = [d for d in docs if d["kind"] == "Secret"]
     assert secret["metadata"]["name"].startswith("realrag-secrets-")
-    assert set(secret["data"]) == {"REDIS_PASSWORD", "QDRANT_API_KEY", "REALRAG_API_KEYS"}
+    assert set(secret["data"]) == {"REDIS_PASSWORD", "QDRANT_API_KEY", "REALRAG_TENANTS", "REALRAG_URL_SIGNING_KEY",
+                                   "REALRAG_METRICS_TOKEN", "REALRAG_RETRIEVER_TOKEN", "REALRAG_RETRIEVER_ADMIN_TOKEN"}
     auth = find(docs, "TriggerAuthentication", "realrag-worker-redis")
     assert auth["spec"]["secretTargetRef"][0]["name"] == secret["metadata"]["name"]
     refs = {item["valueFrom"]["secretKeyRef"]["name"] for item in container(docs, "realrag-worker")["env"] if "valueFrom" in item}
@@ -153,9 +154,10 @@ PLANTED = {
     "short-startup-probe": (lambda d: container(d, "realrag-worker")["startupProbe"].update(failureThreshold=10),
                             "startupProbe allows 100s"),
     "redis-open-to-all": (_open_redis, "opens redis to everyone"),
-    "qdrant-open-to-any-pod": (_any_pod_to_qdrant, "qdrant reachable from pods other than the RealRAG services"),
+    "qdrant-open-to-any-pod": (_any_pod_to_qdrant, "qdrant reachable from any pod"),
     "no-default-deny": (lambda d: d.remove(find(d, "NetworkPolicy", "realrag-default-deny-ingress")), "no default-deny ingress"),
-    "literal-api-keys": (lambda d: _set_env(d, "realrag-gateway", "REALRAG_API_KEYS", '["k1"]'), "a secret as a literal value"),
+    "literal-tenants": (lambda d: _set_env(d, "realrag-gateway", "REALRAG_TENANTS", '[{"name":"a","key_sha256":"' + "0" * 64 + '"}]'),
+                        "a secret as a literal value"),
     "literal-redis-password": (lambda d: _set_env(d, "realrag-gateway", "REALRAG_REDIS_URL", "redis://:hunter2@realrag-redis:6379/0"),
                                "literal password in a URL"),
     "no-gateway-hpa": (lambda d: d.remove(find(d, "HorizontalPodAutoscaler", "realrag-gateway")), "no HorizontalPodAutoscaler"),
@@ -207,6 +209,66 @@ PLANTED = {
     "artifacts-on-another-pvc": (lambda d: _artifacts_volume(d, "realrag-gateway", {"name": "artifacts", "persistentVolumeClaim": {
         "claimName": "realrag-model-cache"}}), "mount different artefact PVCs"),
 }
+
+
+def _secret_env(docs, deployment, name, key):
+    container(docs, deployment)["env"].append({"name": name, "valueFrom": {"secretKeyRef": {"name": "realrag-secrets", "key": key}}})
+
+
+def _drop_env(docs, deployment, name):
+    env = container(docs, deployment)["env"]
+    env[:] = [e for e in env if e["name"] != name]
+
+
+def _admit(docs, policy, component):
+    peers = find(docs, "NetworkPolicy", policy)["spec"]["ingress"][0]["from"]
+    peers[0]["podSelector"]["matchExpressions"][1]["values"].append(component)
+
+
+# Least privilege (#10): secrets only where used, the retriever only behind the gateway, webhooks off the GPU.
+PLANTED_LEAST_PRIVILEGE = {
+    "qdrant-key-in-gateway": (lambda d: _secret_env(d, "realrag-gateway", "REALRAG_QDRANT_API_KEY", "QDRANT_API_KEY"),
+                              "realrag-gateway container gateway: receives secret QDRANT_API_KEY, which the gateway does not use"),
+    "qdrant-key-in-worker": (lambda d: _secret_env(d, "realrag-worker", "REALRAG_QDRANT_API_KEY", "QDRANT_API_KEY"),
+                             "receives secret QDRANT_API_KEY, which the worker does not use"),
+    "webhook-secret-in-worker": (lambda d: _secret_env(d, "realrag-worker", "REALRAG_WEBHOOK_SECRET", "REALRAG_WEBHOOK_SECRET"),
+                                 "receives secret REALRAG_WEBHOOK_SECRET, which the worker does not use"),
+    "tenants-in-retriever": (lambda d: _secret_env(d, "realrag-retriever", "REALRAG_TENANTS", "REALRAG_TENANTS"),
+                             "receives secret REALRAG_TENANTS, which the retriever does not use"),
+    "admin-token-in-gateway": (lambda d: _secret_env(d, "realrag-gateway", "REALRAG_RETRIEVER_ADMIN_TOKEN",
+                                                     "REALRAG_RETRIEVER_ADMIN_TOKEN"),
+                               "receives secret REALRAG_RETRIEVER_ADMIN_TOKEN, which the gateway does not use"),
+    "whole-secret-envfrom": (lambda d: container(d, "realrag-notifier")["envFrom"].append({"secretRef": {"name": "realrag-secrets"}}),
+                             "envFrom secretRef realrag-secrets hands over every key"),
+    "secret-volume": (lambda d: find(d, "Deployment", "realrag-worker")["spec"]["template"]["spec"]["volumes"].append(
+        {"name": "s", "secret": {"secretName": "realrag-secrets"}}), "volume s mounts a Secret"),
+    "gateway-without-tenants": (lambda d: _drop_env(d, "realrag-gateway", "REALRAG_TENANTS"),
+                                "REALRAG_TENANTS is not set from realrag-secrets"),
+    "open-metrics": (lambda d: _drop_env(d, "realrag-gateway", "REALRAG_METRICS_TOKEN"), "REALRAG_METRICS_TOKEN is not set"),
+    "retriever-without-token": (lambda d: _drop_env(d, "realrag-retriever", "REALRAG_RETRIEVER_TOKEN"),
+                                "realrag-retriever: REALRAG_RETRIEVER_TOKEN is not set"),
+    "retriever-open-to-worker": (lambda d: _admit(d, "realrag-retriever", "worker"), "the retriever reachable from ['worker']"),
+    "retriever-open-to-monitoring": (lambda d: find(d, "NetworkPolicy", "realrag-retriever")["spec"]["ingress"][0]["from"].append(
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}),
+        "the retriever reachable from other namespaces"),
+    "qdrant-open-to-gateway": (lambda d: _admit(d, "realrag-qdrant", "gateway"), "qdrant reachable from ['gateway']"),
+    "redis-open-to-retriever": (lambda d: _admit(d, "realrag-redis", "retriever"), "redis reachable from ['retriever']"),
+    "no-notifier": (lambda d: d.remove(find(d, "Deployment", "realrag-notifier")),
+                    "the notifier Deployment (component=notifier) is missing"),
+    "notifier-on-ml-image": (lambda d: container(d, "realrag-notifier").update(image="registry.example.com/realrag/worker:0.1.0"),
+                             "not the gateway image"),
+    "notifier-wrong-probe": (lambda d: container(d, "realrag-notifier")["livenessProbe"]["exec"].update(
+        command=["celery", "inspect", "ping"]), "livenessProbe must be `python -m services.notifier --probe`"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PLANTED_LEAST_PRIVILEGE))
+def test_planted_least_privilege_mistake_is_caught(gke, name):
+    plant, expected = PLANTED_LEAST_PRIVILEGE[name]
+    assert v.check_k8s(gke) == []
+    plant(gke)
+    problems = v.check_k8s(gke)
+    assert any(expected in p for p in problems), problems
 
 
 def _artifacts_volume(docs, deployment, volume):

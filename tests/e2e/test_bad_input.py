@@ -5,6 +5,7 @@ run in-process in tests/services/gateway/; these start a real `realrag gateway` 
 machine's Redis. They need no worker and no retriever.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from realrag.stack import free_port
+from services.tenants import hash_key
 
 pytestmark = pytest.mark.slow  # starts real processes: run with -m slow, skip with -m 'not slow'
 
@@ -48,7 +50,7 @@ def test_retriever_unreachable_is_503_and_no_job_is_left(stack_env):
         # nothing was lost or half-created: the same key can be used again once the retriever is back
         import redis
 
-        assert redis.Redis().get(f"realrag:idem:{key}") is None
+        assert redis.Redis.from_url(stack_env["REALRAG_REDIS_URL"]).get(f"realrag:idem:local:{key}") is None
     finally:
         proc.kill()
 
@@ -67,12 +69,22 @@ def test_redis_unreachable_is_503(stack_env):
 
 
 def test_api_keys_are_enforced(stack_env):
-    proc, url = _start_gateway({**stack_env, "REALRAG_API_KEYS": '["s3cret"]'})
+    tenants = json.dumps([{"name": "alpha", "key_sha256": hash_key("s3cret")}])
+    proc, url = _start_gateway({**stack_env, "REALRAG_TENANTS": tenants})
     try:
         assert httpx.get(f"{url}/v1/models").status_code == 401
         assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert httpx.get(f"{url}/v1/models", headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert httpx.get(f"{url}/v1/models", headers={"X-API-Key": hash_key("s3cret")}).status_code == 401, "the digest is no key"
         assert httpx.get(f"{url}/healthz").status_code == 200
     finally:
         proc.kill()
+
+
+def test_production_without_tenants_refuses_to_start(stack_env):
+    env = {**os.environ, **stack_env, "REALRAG_ENVIRONMENT": "production", "REALRAG_GATEWAY_PORT": str(free_port())}
+    env.pop("REALRAG_TENANTS", None)
+    done = subprocess.run([sys.executable, "-m", "realrag.cli", "gateway"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "REALRAG_TENANTS" in done.stderr and "refusing to serve without auth" in done.stderr

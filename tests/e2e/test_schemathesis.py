@@ -19,6 +19,7 @@ schema carries those limits (they are settings), so the generated requests respe
 from __future__ import annotations
 
 import copy
+import json
 import os
 import uuid
 from collections import Counter
@@ -29,6 +30,7 @@ import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from services.tenants import hash_key
 from tests.conftest import TEST_REDIS, TINY_CLIP
 
 pytestmark = pytest.mark.slow  # starts the stack
@@ -40,7 +42,10 @@ API_KEY = "fuzz-key"
 REDIS_URL = f"redis://{TEST_REDIS}/12"  # a database of its own; every key the run makes is deleted
 # the settings that shape the document (limits, auth): the stack runs with them, the schema is built with them
 FUZZ_SETTINGS = {
-    "REALRAG_API_KEYS": f'["{API_KEY}"]',
+    # one admin tenant (corpus writes need it), with room for the whole run in its rate and in-flight limits
+    "REALRAG_TENANTS": json.dumps(
+        [{"name": "fuzz", "key_sha256": hash_key(API_KEY), "role": "admin", "requests_per_minute": 1_000_000, "max_jobs_in_flight": 1_000}]
+    ),
     "REALRAG_MAX_SIZE": "64",
     "REALRAG_MAX_STEPS": "4",
     "REALRAG_MAX_N": "2",

@@ -1,21 +1,28 @@
 """/v1/corpus: manage the real-image corpus (proxied to the retriever service).
 
+Tenancy (#10, README "Tenants and corpora"): one shared corpus written by admins, plus private images
+per tenant. A tenant searches, reads and deletes the shared corpus and its own images; another
+tenant's private image is a 404 whether or not it exists. Uploads are private by default for users,
+shared by default for admins (`visibility` picks); only admins write the shared corpus (403).
+
 The handlers are plain `def`: they call the retriever over blocking HTTP, so FastAPI runs them in
 its thread pool and the event loop keeps answering (probes, event streams) meanwhile.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, File, Form, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from services.errors import ApiError
-from services.schemas import SearchRequest, Text, is_corpus_id
+from services.schemas import SHARED_CORPUS, CorpusImage, SearchRequest, Text, is_corpus_id
 from services.settings import Settings
+from services.tenants import Tenant
 
-from ..deps import Authenticated, RetrieverDep, SettingsDep
+from ..deps import Authenticated, CurrentTenant, RetrieverDep, SettingsDep
 from ..openapi import CorpusImageView, SearchResult, ok, responses
+from ..retriever_client import RetrieverClient
 from ..views import artifact_url
 
 router = APIRouter(prefix="/v1/corpus", tags=["corpus"], dependencies=[Authenticated], responses=responses(401))
@@ -24,9 +31,14 @@ FormText = Annotated[Text | None, Form(max_length=1000)]
 NO_IMAGE = {404: "no corpus image with this id"}
 
 
-def _with_url(settings: Settings, image: dict) -> dict:
-    image["image_url"] = artifact_url(settings, image["image_uri"])
+def _with_url(settings: Settings, image: dict, request: Request) -> dict:
+    image["image_url"] = artifact_url(settings, image["image_uri"], str(request.base_url))
     return image
+
+
+def _check_writable(tenant: Tenant, owner: str) -> None:
+    if owner == SHARED_CORPUS and not tenant.is_admin:
+        raise ApiError(403, "forbidden", "only admins write the shared corpus")
 
 
 def _not_found(image_id: str) -> ApiError:
@@ -41,12 +53,14 @@ def _not_found(image_id: str) -> ApiError:
     responses={
         201: ok(CorpusImageView, "added"),
         200: ok(CorpusImageView, "the same pixels were already in the corpus: that record (`duplicate: true`)"),
-        **responses(400, 413, 422, 503),
+        **responses(400, 403, 413, 422, 503, descriptions={403: "only admins add to the shared corpus"}),
     },
 )
 def add_image(
     retriever: RetrieverDep,
     settings: SettingsDep,
+    tenant: CurrentTenant,
+    request: Request,
     response: Response,
     file: Annotated[UploadFile, File(description="PNG, JPEG or WEBP, at most REALRAG_MAX_UPLOAD_BYTES")],
     caption: FormText = None,
@@ -55,6 +69,10 @@ def add_image(
     source: FormText = None,
     license: FormText = None,
     metadata: Annotated[Text | None, Form(max_length=64 * 1024, description="a JSON object")] = None,
+    visibility: Annotated[
+        Literal["shared", "private"] | None,
+        Form(description="shared (admins only: every tenant retrieves it) or private (this tenant only); default: shared for admins"),
+    ] = None,
 ) -> dict:
     data = file.file.read(settings.max_upload_bytes + 1)
     if len(data) > settings.max_upload_bytes:
@@ -64,9 +82,12 @@ def add_image(
         for k, v in dict(caption=caption, object_id=object_id, label=label, source=source, license=license, metadata=metadata).items()
         if v is not None
     }
-    result, status = retriever.ingest(data, fields)
+    shared = visibility == "shared" or (visibility is None and tenant.is_admin)
+    owner = SHARED_CORPUS if shared else tenant.name
+    _check_writable(tenant, owner)
+    result, status = retriever.ingest(data, fields, tenant=owner)
     response.status_code = status
-    return _with_url(settings, result.model_dump())
+    return _with_url(settings, result.model_dump(), request)
 
 
 @router.get(
@@ -75,11 +96,15 @@ def add_image(
     response_model=None,
     responses={200: ok(CorpusImageView, "the record"), **responses(404, 503, descriptions=NO_IMAGE)},
 )
-def get_image(image_id: str, retriever: RetrieverDep, settings: SettingsDep) -> dict:
-    image = retriever.get_image(image_id) if is_corpus_id(image_id) else None
+def get_image(image_id: str, retriever: RetrieverDep, settings: SettingsDep, tenant: CurrentTenant, request: Request) -> dict:
+    return _with_url(settings, _visible_image(retriever, image_id, tenant).model_dump(), request)
+
+
+def _visible_image(retriever: RetrieverClient, image_id: str, tenant: Tenant) -> CorpusImage:
+    image = retriever.get_image(image_id, tenant=tenant.name) if is_corpus_id(image_id) else None
     if image is None:
         raise _not_found(image_id)
-    return _with_url(settings, image.model_dump())
+    return image
 
 
 @router.delete(
@@ -87,10 +112,11 @@ def get_image(image_id: str, retriever: RetrieverDep, settings: SettingsDep) -> 
     status_code=204,
     summary="Remove a photo and its stored file",
     response_class=Response,
-    responses=responses(404, 503, descriptions=NO_IMAGE),
+    responses=responses(403, 404, 503, descriptions={**NO_IMAGE, 403: "a shared corpus image (admins only)"}),
 )
-def delete_image(image_id: str, retriever: RetrieverDep) -> Response:
-    if not (is_corpus_id(image_id) and retriever.delete_image(image_id)):
+def delete_image(image_id: str, retriever: RetrieverDep, tenant: CurrentTenant) -> Response:
+    _check_writable(tenant, _visible_image(retriever, image_id, tenant).tenant)
+    if not retriever.delete_image(image_id, tenant=tenant.name):
         raise _not_found(image_id)
     return Response(status_code=204)
 
@@ -101,8 +127,9 @@ def delete_image(image_id: str, retriever: RetrieverDep) -> Response:
     response_model=None,
     responses={200: ok(SearchResult, "the best matches first"), **responses(400, 413, 422, 503)},
 )
-def search(body: SearchRequest, retriever: RetrieverDep, settings: SettingsDep) -> dict:
-    result = retriever.search(body).model_dump()
+def search(body: SearchRequest, retriever: RetrieverDep, settings: SettingsDep, tenant: CurrentTenant, request: Request) -> dict:
+    """Among the shared corpus and the caller's own images."""
+    result = retriever.search(body, tenant=tenant.name).model_dump()
     for hit in result["hits"]:
-        _with_url(settings, hit)
+        _with_url(settings, hit, request)
     return result

@@ -11,14 +11,16 @@ from starlette.background import BackgroundTask
 from services.errors import ApiError
 from services.schemas import GenerationRequest
 
-from ..deps import Authenticated, GenerationsDep, JobsDep, SettingsDep
+from ..deps import CurrentTenant, GenerationsDep, SettingsDep, UnmeteredTenant
 from ..generations import JOB_ID
 from ..job_events import JobEvents, seen_version
 from ..metrics import JOBS_SUBMITTED
 from ..openapi import JOB_RESPONSES, JobView, ok, responses
 from ..views import job_view
 
-router = APIRouter(prefix="/v1/generations", tags=["generations"], dependencies=[Authenticated])
+# every route names its tenant: the creating ones unmetered here, since submit() meters them after the
+# replay check (a retry of an accepted request is answered, never a 429)
+router = APIRouter(prefix="/v1/generations", tags=["generations"])
 
 
 @router.post(
@@ -34,12 +36,13 @@ router = APIRouter(prefix="/v1/generations", tags=["generations"], dependencies=
 )
 def create_generation(
     body: GenerationRequest,
+    tenant: UnmeteredTenant,
     service: GenerationsDep,
     settings: SettingsDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> dict:
-    job, created = service.submit(body, idempotency_key=idempotency_key)
+    job, created = service.submit(body, tenant, idempotency_key=idempotency_key)
     if created:
         JOBS_SUBMITTED.labels(job.model).inc()
     else:
@@ -59,10 +62,12 @@ def create_generation(
         **responses(400, 401, 409, 413, 422, 429, 503, descriptions=JOB_RESPONSES),
     },
 )
-def put_generation(job_id: str, body: GenerationRequest, service: GenerationsDep, settings: SettingsDep, response: Response) -> dict:
+def put_generation(
+    job_id: str, body: GenerationRequest, tenant: UnmeteredTenant, service: GenerationsDep, settings: SettingsDep, response: Response
+) -> dict:
     if not JOB_ID.match(job_id):
         raise ApiError(422, "invalid_job_id", "job ids are 1-64 characters of A-Z a-z 0-9 _ -")
-    job, created = service.submit(body, job_id=job_id)
+    job, created = service.submit(body, tenant, job_id=job_id)
     if created:
         JOBS_SUBMITTED.labels(job.model).inc()
     else:
@@ -76,11 +81,8 @@ def put_generation(job_id: str, body: GenerationRequest, service: GenerationsDep
     response_model=None,
     responses={200: ok(JobView, "the job"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
 )
-def get_generation(job_id: str, jobs: JobsDep, settings: SettingsDep) -> dict:
-    job = jobs.get(job_id)
-    if job is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id}")
-    return job_view(job, settings)
+def get_generation(job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> dict:
+    return job_view(service.find(tenant, job_id), settings)
 
 
 @router.delete(
@@ -89,9 +91,9 @@ def get_generation(job_id: str, jobs: JobsDep, settings: SettingsDep) -> dict:
     response_model=None,
     responses={200: ok(JobView, "the job, canceled or flagged to stop"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
 )
-def cancel_generation(job_id: str, service: GenerationsDep, settings: SettingsDep) -> dict:
+def cancel_generation(job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> dict:
     """Idempotent: a finished job is returned unchanged; a running one stops at its next step."""
-    return job_view(service.cancel(job_id), settings)
+    return job_view(service.cancel(tenant, job_id), settings)
 
 
 @router.post(
@@ -100,8 +102,8 @@ def cancel_generation(job_id: str, service: GenerationsDep, settings: SettingsDe
     response_model=None,
     responses={200: ok(JobView, "the job, canceled or flagged to stop"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
 )
-def cancel_generation_post(job_id: str, service: GenerationsDep, settings: SettingsDep) -> dict:
-    return job_view(service.cancel(job_id), settings)
+def cancel_generation_post(job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> dict:
+    return job_view(service.cancel(tenant, job_id), settings)
 
 
 @router.get(
@@ -116,6 +118,7 @@ def cancel_generation_post(job_id: str, service: GenerationsDep, settings: Setti
 )
 async def generation_events(
     job_id: str,
+    tenant: CurrentTenant,
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> Response:
@@ -123,7 +126,7 @@ async def generation_events(
     it is finished. With `Last-Event-ID` only newer versions are sent; a finished job the client has
     seen answers 204, which tells EventSource to stop reconnecting. A comment every `sse_ping_s` keeps
     idle proxies from cutting the stream; if Redis fails mid-stream an `error` event ends it."""
-    events = JobEvents(settings, job_id)
+    events = JobEvents(settings, tenant.name, job_id)
     try:
         job = await events.open()
     except BaseException:

@@ -35,7 +35,7 @@ from services.jobs import JobStore
 from services.schemas import GenerationRequest, Job, JobStatus, RetrievalOptions, Text, limits
 from services.settings import Settings
 
-from ..deps import Authenticated, GenerationsDep, JobsDep, SettingsDep
+from ..deps import GenerationsDep, JobsDep, SettingsDep, UnmeteredTenant
 from ..metrics import JOBS_SUBMITTED
 from ..openapi import OPENAI_RESPONSES, ImagesResponse, OpenAIErrorBody, ok, responses
 from ..views import artifact_url
@@ -108,7 +108,8 @@ class OpenAIErrorsRoute(APIRoute):
         return openai_errors
 
 
-router = APIRouter(prefix="/v1/images", tags=["openai"], dependencies=[Authenticated], route_class=OpenAIErrorsRoute)
+# the route names its tenant unmetered: submit() meters it after the replay check
+router = APIRouter(prefix="/v1/images", tags=["openai"], route_class=OpenAIErrorsRoute)
 
 
 class OpenAIImageRequest(BaseModel):
@@ -200,12 +201,13 @@ class OpenAIImageRequest(BaseModel):
 async def openai_generations(
     body: OpenAIImageRequest,
     request: Request,
+    tenant: UnmeteredTenant,
     service: GenerationsDep,
     jobs: JobsDep,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> dict:
-    job, created = await asyncio.to_thread(service.submit, body.generation_request(), None, idempotency_key)
+    job, created = await asyncio.to_thread(service.submit, body.generation_request(), tenant, None, idempotency_key)
     if created:
         JOBS_SUBMITTED.labels(job.model).inc()
     client_gone = asyncio.ensure_future(_disconnect(request))
@@ -241,7 +243,7 @@ async def _wait(job: Job, jobs: JobStore, timeout_s: float, client_gone: asyncio
         await asyncio.wait([client_gone], timeout=POLL_S)
         if client_gone.done():  # nobody to answer (status 499, as nginx logs it); the job goes on
             raise ApiError(499, "client_disconnected", f"the client left; job {job.id} goes on")
-        current = await asyncio.to_thread(jobs.get, job.id)
+        current = await asyncio.to_thread(jobs.get, job.internal_id)
         if current is None:
             raise ApiError(500, "job_lost", f"the record of job {job.id} expired")
         job = current

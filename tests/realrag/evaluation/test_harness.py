@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from realrag.evaluation.cli import main
+from realrag.evaluation.metrics import METRICS
 
 REPO = Path(__file__).resolve().parents[3]
 TINY_CLIP = REPO / "retriever_service" / "configs" / "tiny-clip.json"
-METRIC_KEYS = {"fid", "kid", "clip_t", "clip_i", "accuracy", "ci"}
+METRIC_KEYS = {"fid", "fid_n", "kid", "clip_t", "clip_i", "accuracy", "ci"}
 
 
 def _png_ok(path: Path) -> tuple[int, int]:
@@ -38,7 +39,17 @@ def test_world_eval_writes_every_output(tiny_setup, tmp_path):
         assert set(result[set_name]) == {"no_rag", "zero_shot", "standard"}
         for arm in result[set_name].values():
             assert METRIC_KEYS <= set(arm) and arm["n"] == 2 * len(getattr(tiny_setup.world, set_name))
-            assert 0 <= arm["accuracy"] <= 1 and arm["fid"] >= 0
+            assert 0 <= arm["accuracy"] <= 1 and arm["fid_n"] >= 0
+            assert all(arm["ci"][m][0] <= arm[m] <= arm["ci"][m][1] for m in METRICS)  # points inside their intervals
+        sens = result["reference_sensitivity"][set_name]
+        assert set(sens["probe"]) >= {"right", "wrong", "none", "right_minus_wrong_accuracy"}
+        for split in [*(sens["probe"][p] for p in ("right", "wrong", "none")), *(s for a in sens["arms"].values()
+                                                                                   for s in a.values())]:
+            assert 0 <= split["accuracy"] <= 1 and 0 <= split["distance"] <= 2 and split["n"] > 0
+        assert 0 <= sens["probe"]["wrong"]["wrong_shown"] <= 1
+        assert set(sens["arms"]["no_rag"]) == {"none"}
+        assert sens["probe"]["right"]["wrong_shown"] is None and "NaN" not in (out / "results.json").read_text()
+        assert sum(s["prompts"] for s in sens["arms"]["zero_shot"].values()) == len(getattr(tiny_setup.world, set_name))
     assert set(result["retrieval"]) == {"zero_shot", "standard"}
     assert {"recall@1", "recall@5"} <= set(result["retrieval"]["zero_shot"])
     # the full-state-dict arm and the base encoder are the same model: same references, same outputs
@@ -47,6 +58,8 @@ def test_world_eval_writes_every_output(tiny_setup, tmp_path):
     assert "world-evaluator" in result["setup"]["feature_space"]
     report = (out / "report.md").read_text()
     assert "world-evaluator 128-d" in report and "| zero_shot |" in report and "grid.png" in report
+    assert "reference sensitivity" in report and "prompt-level" in report and "reference_grid.png" in report
+    _png_ok(out / "reference_grid.png")
     w, h = _png_ok(out / "grid.png")
     assert w > 500 and h > 100
     _png_ok(out / "bars.png")
@@ -72,13 +85,15 @@ def test_plain_image_folder_with_another_family_and_clip_metrics(tmp_path):
     out = tmp_path / "eval"
     rc = main(["--model", "tiny-sd", "--corpus", str(corpus), "--real", str(real),
                "--retriever-model", str(TINY_CLIP), "--arm", "no_rag", "--arm", "zero_shot",
-               "--images-per-prompt", "2", "--steps", "2", "--bootstrap", "5", "--no-save-images", "--out", str(out)])
+               "--images-per-prompt", "2", "--steps", "2", "--bootstrap", "5", "--no-save-images", "--no-reference-probe",
+               "--out", str(out)])
     assert rc == 0
     result = json.loads((out / "results.json").read_text())
     assert set(result["all"]) == {"no_rag", "zero_shot"} and result["all"]["no_rag"]["n"] == 6
     assert result["setup"]["feature_space"].startswith("clip image tower")
     assert result["setup"]["classifier"].startswith("clip zero-shot over 3 classes")
     assert not (out / "samples").exists()
+    assert result["reference_sensitivity"]["all"]["probe"] == {} and not (out / "reference_grid.png").exists()
     _png_ok(out / "grid.png")
 
 

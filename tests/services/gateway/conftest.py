@@ -84,7 +84,7 @@ GatewayFactory = Callable[..., AbstractContextManager[TestClient]]
 
 @pytest.fixture
 def make_gateway(retriever_url, redis_db, queue_name) -> GatewayFactory:
-    """make_gateway(api_keys='["k"]', ...) -> a context manager running the gateway app (lifespan
+    """make_gateway(tenants=tenants_setting(("a", "key-a")), ...) -> a context manager running the gateway app (lifespan
     included) under these REALRAG_* settings on top of the package's. One gateway at a time: the
     app is a module-level object and its lifespan rebinds app.state."""
 

@@ -90,3 +90,11 @@ def clean_redis(url: str) -> Iterator[redis.Redis]:
         if created:
             client.delete(*created)
         client.close()
+
+
+def tenants_setting(*tenants: tuple[str, str] | tuple[str, str, str], **limits: int) -> str:
+    """REALRAG_TENANTS for (name, key[, role]) tuples, with `limits` (requests_per_minute, ...) on each."""
+    from services.tenants import hash_key
+
+    entries = [{"name": t[0], "key_sha256": hash_key(t[1]), "role": t[2] if len(t) > 2 else "user", **limits} for t in tenants]
+    return json.dumps(entries)

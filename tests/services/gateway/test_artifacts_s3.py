@@ -112,6 +112,7 @@ def test_outputs_land_in_the_bucket_and_the_view_gives_presigned_urls(make_gatew
         job_id = response.json()["id"]
         assert run_queued_job(queue_name, settings) is JobStatus.succeeded
         view = client.get(f"/v1/generations/{job_id}").json()
+        job_id = client.app.state.jobs.internal_id("local", job_id)  # outputs live under the job's internal id
 
         # the outputs are objects in the bucket, and nothing was written to local disk
         output_keys = [f"outputs/{job_id}/0.png", f"outputs/{job_id}/1.png"]
@@ -159,7 +160,8 @@ def test_openai_endpoint_reads_b64_from_the_bucket_and_presigns_urls(make_gatewa
             })
     assert b64.status_code == 200, b64.text
     assert url.status_code == 200, url.text
-    job_id = b64.json()["realrag"]["job_id"]
+    store = JobStore(redis.Redis.from_url(settings.redis_url, decode_responses=True), 60)
+    job_id = store.internal_id("local", b64.json()["realrag"]["job_id"])  # outputs live under the internal id
     png = base64.b64decode(b64.json()["data"][0]["b64_json"])
     assert png == artifact_store(settings).get(f"outputs/{job_id}/0.png")
     link = url.json()["data"][0]["url"]

@@ -1,8 +1,10 @@
-"""API keys: off when none are configured; with keys, every /v1 router but artifacts needs one."""
+"""API keys: off when no tenants are configured; with tenants, every /v1 router but artifacts needs one."""
 
 from __future__ import annotations
 
 import pytest
+
+from .helpers import tenants_setting
 
 PROTECTED = [
     ("GET", "/v1/models", None),
@@ -19,7 +21,7 @@ def test_auth_is_off_without_keys(gateway):
 
 @pytest.fixture
 def secured(make_gateway):
-    with make_gateway(api_keys='["s3cret", "other-key"]') as gateway:
+    with make_gateway(tenants=tenants_setting(("alpha", "s3cret"), ("beta", "other-key"))) as gateway:
         yield gateway
 
 

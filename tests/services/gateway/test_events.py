@@ -144,7 +144,7 @@ def test_events_have_increasing_ids_and_the_terminal_event_closes_the_stream(ser
             events = events_only(read_sse(response.iter_lines()))
             first = next(events)
             assert first.event == "queued" and first.json["id"] == job_id
-            run_to_success(store, job_id)  # published after the stream subscribed: every write arrives
+            run_to_success(store, store.internal_id("local", job_id))  # published after the stream subscribed: every write arrives
             received = [first, *events]  # ends only when the server closes the stream
     assert [e.event for e in received] == ["queued", "generating", "generating", "generating", "generating", "succeeded"]
     assert [e.json["progress"]["step"] for e in received[1:5]] == [0, 1, 2, 3]
@@ -157,6 +157,7 @@ def test_last_event_id_resumes_without_duplicates(serve_gateway, store):
     with serve_gateway() as url, httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT) as client:
         job_id = submit(client, "resume me")
         path = f"/v1/generations/{job_id}/events"
+        job_id = store.internal_id("local", job_id)  # the worker's writes name the internal id
         seen = store.transition(job_id, JobStatus.generating, progress=Progress(step=0, total=2)).version
 
         # the client has the current version: nothing is repeated, the next write is the first event
@@ -202,7 +203,7 @@ def test_a_silent_queued_job_gets_keep_alive_comments(serve_gateway):
 def test_a_client_that_goes_away_releases_its_subscription(serve_gateway, redis_client):
     with serve_gateway(sse_ping_s="0.2") as url, httpx.Client(base_url=url, timeout=CLIENT_TIMEOUT) as client:
         job_id = submit(client, "nobody is listening")
-        channel = JobStore.events_channel(job_id)
+        channel = JobStore.events_channel(JobStore(redis_client, ttl_s=600).internal_id("local", job_id))
         with client.stream("GET", f"/v1/generations/{job_id}/events") as response:
             events = events_only(read_sse(response.iter_lines()))  # held: dropping it closes the connection
             assert next(events).event == "queued"

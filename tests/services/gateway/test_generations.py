@@ -38,6 +38,13 @@ def job_keys(redis_db) -> set[str]:
     return set(redis_db.keys("realrag:job:*"))
 
 
+def internal_id(redis_db, job_id: str) -> str:
+    """The internal id of the local tenant's job `job_id` (its record, messages and outputs use it)."""
+    found = JobStore(redis_db, ttl_s=600).internal_id("local", job_id)
+    assert found, job_id
+    return found
+
+
 @pytest.mark.parametrize("body,status,code", BAD_BODIES)
 def test_bad_generation_request_is_a_clear_4xx_and_leaves_nothing(gateway, corpus, redis_db, queue_name, body, status, code):
     before = job_keys(redis_db)
@@ -78,21 +85,24 @@ def test_create_records_the_job_and_enqueues_one_task(gateway, corpus, redis_db,
     assert view["status"] == "queued"
     assert view["seeds"] == [7, 8]
     assert [r["id"] for r in view["references"]] == [corpus["red-car"]["id"]]
-    assert view["references"][0]["image_url"] == f"/v1/artifacts/{corpus['red-car']['image_uri']}"
+    assert view["references"][0]["image_url"].startswith(f"/v1/artifacts/{corpus['red-car']['image_uri']}")  # signed
     assert view["retriever"]["kind"] == "zero-shot"
-    assert "request_hash" not in view
+    assert not {"request_hash", "internal_id", "tenant", "worker"} & set(view)
 
-    # the authoritative record, with a TTL
-    key = JobStore.job_key(view["id"])
+    # the authoritative record, with a TTL, under a random internal id
+    internal = internal_id(redis_db, view["id"])
+    assert internal != view["id"]
+    key = JobStore.job_key(internal)
     record = Job.model_validate_json(redis_db.get(key))
     assert record.status is JobStatus.queued and record.model == "tiny-sd" and record.prompt == body["prompt"]
+    assert (record.id, record.internal_id, record.tenant) == (view["id"], internal, "local")
     assert 0 < redis_db.ttl(key) <= gateway.app.state.settings.job_ttl_s
 
     # exactly one message for the worker, by task name, with everything resolved
     [message] = queued_messages(redis_db, queue_name)
-    assert message["task"] == GENERATE_TASK and message["id"] == view["id"]
+    assert message["task"] == GENERATE_TASK and message["id"] == internal
     task = GenerateTask.model_validate(message["args"][0])
-    assert (task.job_id, task.model, task.width, task.height, task.seeds) == (view["id"], "tiny-sd", 96, 64, [7, 8])
+    assert (task.job_id, task.model, task.width, task.height, task.seeds) == (internal, "tiny-sd", 96, 64, [7, 8])
     assert (task.steps, task.guidance) == (4, 5.0)  # tiny-sd's defaults from the registry
     assert task.reference_uris == [corpus["red-car"]["image_uri"]]
     assert task.reference_labels == ["red car"]
@@ -139,7 +149,7 @@ def test_put_with_client_id_is_idempotent_and_conflicts_on_a_different_body(gate
     conflict = gateway.put(f"/v1/generations/{job_id}", json={**body, "prompt": "something else"})
     assert conflict.status_code == 409
     assert conflict.json()["error"]["code"] == "idempotency_conflict"
-    assert [m["id"] for m in queued_messages(redis_db, queue_name)] == [job_id]
+    assert [m["id"] for m in queued_messages(redis_db, queue_name)] == [internal_id(redis_db, job_id)]
 
     invalid = gateway.put("/v1/generations/not.a.valid.id", json=body)
     assert invalid.status_code == 422 and invalid.json()["error"]["code"] == "invalid_job_id"
@@ -151,7 +161,7 @@ def test_cancel_a_queued_job(gateway, corpus, redis_db):
     assert canceled.status_code == 200
     assert canceled.json()["status"] == "canceled" and canceled.json()["cancel_requested"] is True
     assert canceled.json()["finished_at"] is not None
-    assert redis_db.exists(JobStore.cancel_key(job_id)), "the worker skips a flagged job it later receives"
+    assert redis_db.exists(JobStore.cancel_key(internal_id(redis_db, job_id))), "the worker skips a flagged job it later receives"
     # idempotent, and the POST alias answers the same
     again = gateway.post(f"/v1/generations/{job_id}/cancel")
     assert again.status_code == 200 and again.json()["status"] == "canceled"
@@ -160,20 +170,22 @@ def test_cancel_a_queued_job(gateway, corpus, redis_db):
 
 def test_cancel_a_running_job_flags_it_for_the_worker(gateway, corpus, redis_db):
     job_id = gateway.post("/v1/generations", json={"prompt": "running"}).json()["id"]
-    JobStore(redis_db, ttl_s=600).transition(job_id, JobStatus.generating)  # what the worker does when it starts
+    internal = internal_id(redis_db, job_id)
+    JobStore(redis_db, ttl_s=600).transition(internal, JobStatus.generating)  # what the worker does when it starts
     response = gateway.delete(f"/v1/generations/{job_id}")
     assert response.status_code == 200
     assert response.json()["status"] == "generating", "a running job stops at its next step, not here"
     assert response.json()["cancel_requested"] is True
-    assert redis_db.exists(JobStore.cancel_key(job_id))
+    assert redis_db.exists(JobStore.cancel_key(internal))
 
 
 def test_cancel_of_a_finished_job_changes_nothing(gateway, corpus, redis_db):
     job_id = gateway.post("/v1/generations", json={"prompt": "done"}).json()["id"]
-    JobStore(redis_db, ttl_s=600).transition(job_id, JobStatus.succeeded)
+    internal = internal_id(redis_db, job_id)
+    JobStore(redis_db, ttl_s=600).transition(internal, JobStatus.succeeded)
     response = gateway.delete(f"/v1/generations/{job_id}")
     assert response.json()["status"] == "succeeded" and response.json()["cancel_requested"] is False
-    assert not redis_db.exists(JobStore.cancel_key(job_id))
+    assert not redis_db.exists(JobStore.cancel_key(internal))
 
 
 def test_events_stream_ends_with_the_terminal_state(gateway, corpus):
@@ -210,7 +222,8 @@ def test_retriever_unreachable_is_503_and_no_job_is_left(make_gateway, redis_db,
         # nothing was lost or half-created: no record, no message, and the key can be used again
         assert job_keys(redis_db) == before
         assert redis_db.llen(queue_name) == 0
-        assert redis_db.get(JobStore.idempotency_key(key)) is None
+        assert redis_db.get(JobStore.idempotency_key("local", key)) is None
+        assert not redis_db.keys("realrag:jobid:*") and not redis_db.zcard(JobStore.idempotency_keys_key("local"))
         # retrieval off needs no retriever: the same key now creates a job
         ok = gateway.post("/v1/generations", json={"prompt": "ok", "retrieval": {"enabled": False}}, headers={"Idempotency-Key": key})
         assert ok.status_code == 202

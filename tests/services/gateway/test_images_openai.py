@@ -32,7 +32,7 @@ from services.schemas import Job, JobStatus
 from services.settings import Settings
 from tests.conftest import TEST_REDIS
 
-from .helpers import clean_redis, decode_task, environment, queued_messages, serve_in_thread
+from .helpers import clean_redis, decode_task, environment, queued_messages, serve_in_thread, tenants_setting
 
 
 @dataclass
@@ -60,7 +60,8 @@ def _worker(served: Served) -> Iterator[None]:
             if item is None:
                 continue
             task = decode_task(item[1])
-            served.tasks_run.append(task.job_id)
+            job = jobs.get(task.job_id)  # the task names the internal id; tests compare client-facing ids
+            served.tasks_run.append(job.id if job else task.job_id)
             try:
                 run_job(task, jobs, settings)
             except Exception as exc:  # surfaced by the test, not lost in the thread
@@ -138,8 +139,9 @@ def test_url_response_gives_absolute_urls_of_pngs_of_the_requested_size(serve, c
         # the public job view names no worker; the Redis record keeps it
         view = httpx.get(f"{served.url}/v1/generations/{realrag['job_id']}").json()
     assert view["status"] == "succeeded" and "worker" not in view and "request_hash" not in view
-    assert [o["uri"] for o in view["outputs"]] == [d.url.split("/v1/artifacts/")[1] for d in result.data or []]
-    record = Job.model_validate_json(redis_db.get(JobStore.job_key(realrag["job_id"])))
+    assert [o["uri"] for o in view["outputs"]] == [d.url.split("/v1/artifacts/")[1].split("?")[0] for d in result.data or []]
+    record = JobStore(redis_db, ttl_s=600).find("local", realrag["job_id"])
+    assert record is not None
     assert record.worker and record.worker.rsplit(":", 1)[1].isdigit()
 
 
@@ -215,7 +217,7 @@ def test_lone_surrogates_are_bad_request(serve, redis_db, queue_name, name):
 
 
 def test_wrong_api_key_is_authentication_error(serve, redis_db, queue_name):
-    with serve(api_keys='["sk-right"]') as served:
+    with serve(tenants=tenants_setting(("alpha", "sk-right"))) as served:
         with pytest.raises(openai.AuthenticationError) as raised:
             served.client("sk-wrong").images.generate(prompt="a red car")
         assert raised.value.status_code == 401 and raised.value.code == "unauthorized"
@@ -262,8 +264,8 @@ def test_failed_generation_is_one_job_despite_the_sdks_retries(serve, redis_db, 
     assert isinstance(error.body, dict) and error.body["details"]["reason"] == "generation_error"
     # one job ran, once: the worker got one message, and no other was left queued
     assert served.tasks_run == [error.body["details"]["job_id"]] and redis_db.llen(served.settings.queue_name) == 0
-    job = Job.model_validate_json(redis_db.get(JobStore.job_key(served.tasks_run[0])))
-    assert job.status is JobStatus.failed and job.error and job.error.code == "generation_error"
+    job = JobStore(redis_db, ttl_s=600).find("local", served.tasks_run[0])
+    assert job is not None and job.status is JobStatus.failed and job.error and job.error.code == "generation_error"
 
 
 def test_job_canceled_while_the_call_waits_is_a_conflict(serve, redis_db, queue_name):

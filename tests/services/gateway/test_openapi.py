@@ -9,11 +9,14 @@ from __future__ import annotations
 import pytest
 from openapi_spec_validator import validate
 
-# operation id -> every status the route can answer (the document must list exactly these)
+from .helpers import tenants_setting
+
+# operation id -> every status the route can answer (the document must list exactly these), besides
+# 431 (the header limit) on every route and, with tenants, 429 (the rate limit) on every keyed route
 STATUSES = {
     "health-healthz": {200},
     "health-readyz": {200, 503},
-    "health-metrics": {200},
+    "health-metrics": {200, 401, 403},
     "generations-create_generation": {200, 202, 400, 401, 409, 413, 422, 429, 503},
     "generations-put_generation": {200, 202, 400, 401, 409, 413, 422, 429, 503},
     "generations-get_generation": {200, 401, 404, 503},
@@ -21,14 +24,16 @@ STATUSES = {
     "generations-cancel_generation_post": {200, 401, 404, 503},
     "generations-generation_events": {200, 204, 401, 404, 422, 503},
     "openai-openai_generations": {200, 400, 401, 409, 413, 429, 500, 503, 504},
-    "corpus-add_image": {200, 201, 400, 401, 413, 422, 503},
+    "corpus-add_image": {200, 201, 400, 401, 403, 413, 422, 503},
     "corpus-get_image": {200, 401, 404, 503},
-    "corpus-delete_image": {204, 401, 404, 503},
+    "corpus-delete_image": {204, 401, 403, 404, 503},
     "corpus-search": {200, 400, 401, 413, 422, 503},
     "models-list_models": {200, 401},
-    "artifacts-get_artifact": {200, 307, 404, 503},
+    "artifacts-get_artifact": {200, 307, 401, 403, 404, 503},
 }
-OPEN = {"health-healthz", "health-readyz", "health-metrics", "artifacts-get_artifact"}
+OPEN = {"health-healthz", "health-readyz"}
+# a token of their own (metrics), or a key or a signed URL (artifacts): not the API-key-only schemes
+OWN_AUTH = {"health-metrics": None, "artifacts-get_artifact": [{"bearerAuth": []}, {"apiKeyAuth": []}, {}]}
 
 
 def operations(document: dict) -> dict[str, dict]:
@@ -51,7 +56,19 @@ def test_every_route_documents_exactly_the_statuses_it_answers(document):
     ops = operations(document)
     assert set(ops) == set(STATUSES), "operation ids are stable: clients generated from them keep working"
     for op_id, op in ops.items():
-        assert {int(s) for s in op["responses"]} == STATUSES[op_id], op_id
+        assert {int(s) for s in op["responses"]} == STATUSES[op_id] | {431}, op_id
+
+
+def test_with_tenants_every_keyed_route_documents_the_rate_limit(make_gateway):
+    with make_gateway(tenants=tenants_setting(("alpha", "k"))) as gateway:
+        ops = operations(gateway.get("/openapi.json").json())
+    for op_id, op in ops.items():
+        if op_id in OWN_AUTH:
+            continue  # their own auth (a token, or a key or a signed URL): not metered per tenant
+        keyed = op_id not in OPEN
+        assert {int(s) for s in op["responses"]} == STATUSES[op_id] | {431} | ({429} if keyed else set()), op_id
+        if keyed:
+            assert op["responses"]["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}, op_id
 
 
 def test_errors_have_the_error_body_schema(document):
@@ -128,7 +145,7 @@ def test_filters_are_typed(document):
 
 
 def test_security_schemes_cover_the_protected_routes(make_gateway):
-    with make_gateway(api_keys='["k"]') as gateway:
+    with make_gateway(tenants=tenants_setting(("alpha", "k"))) as gateway:
         document = gateway.get("/openapi.json").json()
     schemes = document["components"]["securitySchemes"]
     assert schemes["bearerAuth"] == {"type": "http", "scheme": "bearer", "description": schemes["bearerAuth"]["description"]}
@@ -136,6 +153,8 @@ def test_security_schemes_cover_the_protected_routes(make_gateway):
     for op_id, op in operations(document).items():
         if op_id in OPEN:
             assert "security" not in op and "401" not in op["responses"], op_id
+        elif op_id in OWN_AUTH:
+            assert op.get("security") == OWN_AUTH[op_id] and "401" in op["responses"], op_id
         else:
             assert op["security"] == [{"bearerAuth": []}, {"apiKeyAuth": []}], op_id
             assert "401" in op["responses"], op_id

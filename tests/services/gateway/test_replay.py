@@ -3,6 +3,8 @@ idempotent replay (same Idempotency-Key or same PUT id, same body) comes before 
 
 from __future__ import annotations
 
+from services.jobs import JobStore
+
 from .helpers import queued_messages
 
 
@@ -32,4 +34,6 @@ def test_replays_are_answered_before_the_queue_full_check(make_gateway, corpus, 
         other_put = gateway.put(f"/v1/generations/{put_id}", json={**put_body, "seed": 9})
         assert other_put.status_code == 409 and other_put.json()["error"]["code"] == "idempotency_conflict"
 
-    assert [m["id"] for m in queued_messages(redis_db, queue_name)] == [first.json()["id"], put_id], "nothing enqueued twice"
+    store = JobStore(redis_db, ttl_s=600)
+    queued = [store.internal_id("local", job_id) for job_id in (first.json()["id"], put_id)]
+    assert [m["id"] for m in queued_messages(redis_db, queue_name)] == queued, "nothing enqueued twice"

@@ -227,21 +227,31 @@ def _verdict(d: dict, metric: str, lower_is_better: bool) -> str:
 
 
 def findings(result: dict) -> list[str]:
-    """Plain statements derived from the numbers (so a rerun rewrites them honestly)."""
+    """Plain statements derived from the numbers (so a rerun rewrites them honestly). Identity accuracy
+    and KID (unbiased) lead; FID is FID-infinity (bias-corrected); paired intervals resample prompts."""
     out = []
     u = result["unseen"]
-    ratio = u["reflective"]["fid"] / u["no_rag"]["fid"] if u["no_rag"]["fid"] else float("nan")
-    out.append(f"- Unseen objects, FID(reflective) / FID(no_rag) = **{ratio:.2f}** (target <= 0.70: "
-               f"{'met' if ratio <= 0.70 else 'not met'}); accuracy {u['no_rag']['accuracy']:.2f} -> "
-               f"{u['reflective']['accuracy']:.2f}.")
+    acc_seen = result.get("seen", {}).get("no_rag", {}).get("accuracy")
+    fid_ratio = u["reflective"]["fid"] / u["no_rag"]["fid"] if u["no_rag"]["fid"] else float("nan")
+    out.append(f"- Unseen objects, identity accuracy no RAG {u['no_rag']['accuracy']:.2f} -> reflective "
+               f"{u['reflective']['accuracy']:.2f}" + (f" (seen objects without RAG: {acc_seen:.2f})" if acc_seen is not None else "")
+               + f"; KID {u['no_rag']['kid']:.4f} -> {u['reflective']['kid']:.4f}; FID-infinity ratio reflective / no RAG "
+               f"**{fid_ratio:.2f}** (goal <= 0.5: {'met' if fid_ratio <= 0.5 else 'not met'}).")
     deltas = result.get("deltas", {}).get("unseen", {})
     for pair in ("reflective - standard", "reflective - zero_shot", "standard - zero_shot", "zero_shot - no_rag"):
         if pair not in deltas:
             continue
         d = deltas[pair]
-        out.append(f"- Unseen, {pair}: FID {d['fid']['delta']:+.2f} [{d['fid']['ci'][0]:+.2f}, {d['fid']['ci'][1]:+.2f}] "
-                   f"({_verdict(d, 'fid', True)}); accuracy {d['accuracy']['delta']:+.3f} "
-                   f"[{d['accuracy']['ci'][0]:+.3f}, {d['accuracy']['ci'][1]:+.3f}] ({_verdict(d, 'accuracy', False)}).")
+        out.append(f"- Unseen, {pair}: accuracy {d['accuracy']['delta']:+.3f} [{d['accuracy']['ci'][0]:+.3f}, "
+                   f"{d['accuracy']['ci'][1]:+.3f}] ({_verdict(d, 'accuracy', False)}); KID {d['kid']['delta']:+.4f} "
+                   f"[{d['kid']['ci'][0]:+.4f}, {d['kid']['ci'][1]:+.4f}] ({_verdict(d, 'kid', True)}); FID-infinity "
+                   f"{d['fid']['delta']:+.2f} [{d['fid']['ci'][0]:+.2f}, {d['fid']['ci'][1]:+.2f}] ({_verdict(d, 'fid', True)}).")
+    probe = result.get("reference_sensitivity", {}).get("unseen", {}).get("probe", {})
+    if probe:
+        gap = probe["right_minus_wrong_accuracy"]
+        out.append(f"- Reference sensitivity (unseen, name + reference): accuracy with the right reference "
+                   f"{probe['right']['accuracy']:.2f}, a wrong one {probe['wrong']['accuracy']:.2f}, none "
+                   f"{probe['none']['accuracy']:.2f}; right - wrong = **{gap:+.2f}** (goal >= 0.3: {'met' if gap >= 0.3 else 'not met'}).")
     r = result.get("retrieval", {})
     if r:
         out.append("- Retrieval recall@1 on unseen prompts: " + ", ".join(
@@ -250,20 +260,22 @@ def findings(result: dict) -> list[str]:
             f"{arm} {v['by_set'].get('seen', {}).get('recall@1', float('nan')):.2f}" for arm, v in r.items()) + ".")
     s = result.get("seen")
     if s:
-        out.append(f"- Seen objects (the generator knows them): FID no_rag {s['no_rag']['fid']:.2f}, reflective "
-                   f"{s['reflective']['fid']:.2f}; accuracy {s['no_rag']['accuracy']:.2f} -> {s['reflective']['accuracy']:.2f}.")
+        out.append(f"- Seen objects (the generator knows them): accuracy {s['no_rag']['accuracy']:.2f} -> "
+                   f"{s['reflective']['accuracy']:.2f}; KID {s['no_rag']['kid']:.4f} -> {s['reflective']['kid']:.4f}.")
     return out
 
 
 def publish(result: dict, eval_dir: Path, notes: str = "") -> None:
     """Commit-ready outputs: the results JSON and docs/results/novel-objects.md with its images."""
-    from realrag.evaluation.report import markdown_table
+    from realrag.evaluation.report import markdown_table, strict_json
 
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    RESULTS_JSON.write_text(json.dumps(strict_json(result), indent=1, default=str) + "\n")
     DOCS_DIR.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(eval_dir / "grid.png", DOCS_DIR / "novel-objects-grid.png")
     shutil.copyfile(eval_dir / "bars.png", DOCS_DIR / "novel-objects-bars.png")
+    if (eval_dir / "reference_grid.png").is_file():
+        shutil.copyfile(eval_dir / "reference_grid.png", DOCS_DIR / "novel-objects-reference-grid.png")
     doc = [
         "# Novel objects: does retrieving real photos of an unseen object make it real?", "",
         f"Command: `{result['command']}`  ", f"Date: {result['date']}; wall time {result['seconds'] / 60:.1f} min "
@@ -271,7 +283,9 @@ def publish(result: dict, eval_dir: Path, notes: str = "") -> None:
         "## Findings", "", *findings(result), "", notes,
         "## Results", "", markdown_table(result),
         "![prompt | real photo | per arm: retrieved reference, outputs](novel-objects-grid.png)", "",
-        "![metrics with 95% bootstrap CIs](novel-objects-bars.png)", "", WORLD_NOTE,
+        "![metrics with 95% intervals, resampled by prompt](novel-objects-bars.png)", "",
+        "![reference sensitivity: right reference | wrong reference | none](novel-objects-reference-grid.png)", "",
+        f"Intervals: {result.get('interval_method', '')}", "", WORLD_NOTE,
     ]
     (DOCS_DIR / "novel-objects.md").write_text("\n".join(doc))
 

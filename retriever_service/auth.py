@@ -58,7 +58,7 @@ def _refused(presented: str, message: str) -> ApiError:
     return error
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """App-level dependency: the running retriever's settings (read at startup) decide."""
     check(request.app.state.retriever.settings, request.url.path, _presented(request))
 

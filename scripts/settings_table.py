@@ -55,7 +55,10 @@ DESCRIPTIONS = {
     "sync_wait_timeout_s": "how long the OpenAI-compatible endpoint waits for a job",
     "sse_ping_s": "keep-alive comment interval of job event streams (idle proxies cut silent ones)",
     "sse_send_timeout_s": "a job event stream whose client reads nothing for this long is closed",
-    "tenants": "JSON list of tenants `{name, key_sha256, role, requests_per_minute, max_jobs_in_flight}` (`realrag tenants add`); empty = auth off (development only)",
+    "tenants": (
+        "JSON list of tenants `{name, key_sha256, role, requests_per_minute, max_jobs_in_flight}` (`realrag tenants add`); "
+        "empty = auth off (development only)"
+    ),
     "default_requests_per_minute": "a tenant's request rate limit unless its entry sets one (429 + Retry-After)",
     "default_max_jobs_in_flight": "a tenant's unfinished jobs limit unless its entry sets one (429 + Retry-After)",
     "max_idempotency_keys_per_tenant": "live Idempotency-Keys one tenant may hold",
@@ -80,6 +83,12 @@ DESCRIPTIONS = {
     "max_body_bytes": "request body limit of the JSON routes (413); uploads may add max_upload_bytes",
     "max_upload_pixels": "corpus upload pixel limit (decompression bombs)",
     "max_search_results": "top_k limit of /v1/search",
+    "encoder_threads": "torch threads per retriever process (0 = torch's default)",
+    "search_batch_max": "queries the retriever encodes in one forward pass (concurrent searches are batched)",
+    "ingest_batch_max": "images the retriever encodes in one forward pass during ingest",
+    "hnsw_ef": "HNSW search breadth of the embedded index (higher: better recall, slower)",
+    "retriever_workers": "retriever processes (`python -m retriever_service`)",
+    "gateway_workers": "gateway processes (`python -m services.gateway`)",
     "max_metadata_bytes": "size of a job's `metadata` as compact JSON (422)",
     "max_header_bytes": "all request headers together (431)",
 }

@@ -29,14 +29,16 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis
+import redis.asyncio as aioredis
 
 from .schemas import Job, JobStatus
 
 PREFIX = "realrag"
 JOB_PREFIX = f"{PREFIX}:job:"
 
-# KEYS: record, id index, active set, idempotency key ('' if none), idempotency key set
-# ARGV: record JSON, internal id, ttl, max in flight (0: no limit), max idempotency keys, now, job key prefix
+# KEYS: record, id index, active set, idempotency key ('' if none), idempotency key set, queue ('' if unchecked)
+# ARGV: record JSON, internal id, ttl, max in flight (0: no limit), max idempotency keys, now, job key prefix,
+#       max queue depth
 CREATE = """
 local ttl = tonumber(ARGV[3])
 local now = tonumber(ARGV[6])
@@ -46,6 +48,10 @@ if KEYS[4] ~= '' then
 end
 local taken = redis.call('GET', KEYS[2])
 if taken then return {'exists', taken} end
+if KEYS[6] ~= '' then
+  local depth = redis.call('LLEN', KEYS[6])
+  if depth >= tonumber(ARGV[8]) then return {'queue_full', tostring(depth)} end
+end
 local max_jobs = tonumber(ARGV[4])
 if max_jobs > 0 then
   local count = 0
@@ -77,6 +83,20 @@ if not id then return false end
 return {id, redis.call('GET', ARGV[1] .. id) or ''}
 """
 
+# KEYS: record, cancel flag, delivery counter, active set, id index, idempotency key ('' if none), idempotency key set
+# ARGV: internal id, events channel. Index keys are released only while they still name this job.
+DELETE = """
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('PUBLISH', ARGV[2], '')
+if redis.call('GET', KEYS[5]) == ARGV[1] then redis.call('DEL', KEYS[5]) end
+if KEYS[6] ~= '' and redis.call('GET', KEYS[6]) == ARGV[1] then
+  redis.call('DEL', KEYS[6])
+  redis.call('ZREM', KEYS[7], KEYS[6])
+end
+return 1
+"""
+
 
 class JobNotFound(LookupError):
     pass
@@ -85,26 +105,23 @@ class JobNotFound(LookupError):
 @dataclass(frozen=True)
 class Created:
     """What `JobStore.create` did: created the job, found the one an id/key is bound to (`exists`,
-    `internal_id` = that job's), or refused a tenant limit (`retry_after_s`: when to try again)."""
+    `internal_id` = that job's), refused a tenant limit (`retry_after_s`: when to try again), or found
+    the queue full (`queue_depth`: the jobs waiting)."""
 
-    outcome: Literal["created", "exists", "too_many_jobs", "too_many_keys"]
+    outcome: Literal["created", "exists", "too_many_jobs", "too_many_keys", "queue_full"]
     internal_id: str = ""
     retry_after_s: int = 0
+    queue_depth: int = 0
 
     def __bool__(self) -> bool:
         return self.outcome == "created"
 
 
-class JobStore:
-    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
-        self.redis = client
-        self.ttl_s = ttl_s
-        self._create = client.register_script(CREATE)
-        self._lookup = client.register_script(LOOKUP)
+class JobKeys:
+    """The key layout and the script calls' arguments and answers, shared by `JobStore` (the worker's,
+    synchronous) and `AsyncJobStore` (the gateway's): only the I/O differs between the two."""
 
-    @classmethod
-    def from_url(cls, url: str, ttl_s: int, **kwargs) -> JobStore:
-        return cls(redis.Redis.from_url(url, decode_responses=True, **kwargs), ttl_s)
+    ttl_s: int
 
     # --- keys (job keys take the internal id) -----------------------------------------------
     @staticmethod
@@ -143,29 +160,88 @@ class JobStore:
         """Set of the internal ids of the tenant's jobs in flight."""
         return f"{PREFIX}:active:{tenant}"
 
-    # --- records -------------------------------------------------------------------------
-    def create(
-        self, job: Job, idempotency_key: str | None = None, max_in_flight: int = 0, max_idempotency_keys: int = 0
-    ) -> Created:
-        """Store a new job and bind its client id (and `idempotency_key`) in one atomic step, unless
-        one of them is bound already (`exists`) or the tenant is at a limit (0: no in-flight limit)."""
-        now = time.time()
+    # --- script arguments and answers ---------------------------------------------------------
+    def _create_call(
+        self, job: Job, idempotency_key: str | None, max_in_flight: int, max_idempotency_keys: int, queue: str, max_queue_depth: int
+    ) -> tuple[list[str], list[str | int | float]]:
         keys = [
             self.job_key(job.internal_id),
             self.job_id_key(job.tenant, job.id),
             self.active_key(job.tenant),
             self.idempotency_key(job.tenant, idempotency_key) if idempotency_key else "",
             self.idempotency_keys_key(job.tenant),
+            queue,
         ]
         args: list[str | int | float] = [
-            job.model_dump_json(), job.internal_id, self.ttl_s, max_in_flight, max_idempotency_keys, now, JOB_PREFIX
+            job.model_dump_json(), job.internal_id, self.ttl_s, max_in_flight, max_idempotency_keys, time.time(), JOB_PREFIX,
+            max_queue_depth,
         ]
-        outcome, value = self._create(keys, args)
+        return keys, args
+
+    @staticmethod
+    def _created(answer: list, now: float) -> Created:
+        outcome, value = answer
         if outcome == "too_many_keys":
             return Created("too_many_keys", retry_after_s=max(1, math.ceil(float(value) - now)))
         if outcome == "too_many_jobs":
             return Created("too_many_jobs")
+        if outcome == "queue_full":
+            return Created("queue_full", queue_depth=int(value))
         return Created(outcome, str(value))
+
+    def _delete_call(self, job: Job, idempotency_key: str | None) -> tuple[list[str], list[str]]:
+        internal_id = job.internal_id
+        keys = [
+            self.job_key(internal_id),
+            self.cancel_key(internal_id),
+            self.deliveries_key(internal_id),
+            self.active_key(job.tenant),
+            self.job_id_key(job.tenant, job.id),
+            self.idempotency_key(job.tenant, idempotency_key) if idempotency_key else "",
+            self.idempotency_keys_key(job.tenant),
+        ]
+        return keys, [internal_id, self.events_channel(internal_id)]
+
+    @staticmethod
+    def _bound(found: list | None) -> tuple[str, Job | None] | None:
+        if not found:
+            return None
+        internal_id, raw = found
+        return str(internal_id), Job.model_validate_json(raw) if raw else None
+
+    @staticmethod
+    def _owned(found: tuple[str, Job | None] | None, tenant: str) -> Job | None:
+        job = found[1] if found else None
+        return job if job is not None and job.tenant == tenant else None
+
+
+class JobStore(JobKeys):
+    def __init__(self, client: redis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self._create = client.register_script(CREATE)
+        self._lookup = client.register_script(LOOKUP)
+        self._delete = client.register_script(DELETE)
+
+    @classmethod
+    def from_url(cls, url: str, ttl_s: int, **kwargs) -> JobStore:
+        return cls(redis.Redis.from_url(url, decode_responses=True, **kwargs), ttl_s)
+
+    # --- records -------------------------------------------------------------------------
+    def create(
+        self,
+        job: Job,
+        idempotency_key: str | None = None,
+        max_in_flight: int = 0,
+        max_idempotency_keys: int = 0,
+        queue: str = "",
+        max_queue_depth: int = 0,
+    ) -> Created:
+        """Store a new job and bind its client id (and `idempotency_key`) in one atomic step, unless
+        one of them is bound already (`exists`), `queue` (if named) holds `max_queue_depth` messages,
+        or the tenant is at a limit (0: no in-flight limit)."""
+        keys, args = self._create_call(job, idempotency_key, max_in_flight, max_idempotency_keys, queue, max_queue_depth)
+        return self._created(self._create(keys, args), float(args[5]))
 
     def get(self, internal_id: str) -> Job | None:
         raw = self.redis.get(self.job_key(internal_id))
@@ -173,24 +249,15 @@ class JobStore:
 
     def find(self, tenant: str, job_id: str) -> Job | None:
         """The tenant's job with client-facing id `job_id` (one round trip); None for any other tenant's."""
-        found = self._bound(self.job_id_key(tenant, job_id))
-        job = found[1] if found else None
-        return job if job is not None and job.tenant == tenant else None
+        return self._owned(self._bound(self._lookup([self.job_id_key(tenant, job_id)], [JOB_PREFIX])), tenant)
 
     def find_by_idempotency_key(self, tenant: str, key: str) -> tuple[str, Job | None] | None:
         """(internal id, its record or None if it is gone) of the job `key` is bound to, if any."""
-        return self._bound(self.idempotency_key(tenant, key))
+        return self._bound(self._lookup([self.idempotency_key(tenant, key)], [JOB_PREFIX]))
 
     def internal_id(self, tenant: str, job_id: str) -> str | None:
         bound = self.redis.get(self.job_id_key(tenant, job_id))
         return str(bound) if bound else None
-
-    def _bound(self, index_key: str) -> tuple[str, Job | None] | None:
-        found = self._lookup([index_key], [JOB_PREFIX])
-        if not found:
-            return None
-        internal_id, raw = found
-        return str(internal_id), Job.model_validate_json(raw) if raw else None
 
     def owner_of_output(self, internal_id: str) -> str | None:
         """The tenant owning the job whose outputs live under `outputs/<internal_id>/` (None: no such
@@ -250,25 +317,8 @@ class JobStore:
         return self.update(internal_id, change)
 
     def delete(self, job: Job, idempotency_key: str | None = None) -> None:
-        """Remove the job and every key naming it (a job that could not be enqueued)."""
-        internal_id = job.internal_id
-        id_key = self.job_id_key(job.tenant, job.id)
-        with self.redis.pipeline() as pipe:
-            pipe.delete(self.job_key(internal_id), self.cancel_key(internal_id), self.deliveries_key(internal_id))
-            pipe.srem(self.active_key(job.tenant), internal_id)
-            pipe.publish(self.events_channel(internal_id), "")
-            pipe.execute()
-        self._release(id_key, internal_id)
-        if idempotency_key:
-            rkey = self.idempotency_key(job.tenant, idempotency_key)
-            if self._release(rkey, internal_id):
-                self.redis.zrem(self.idempotency_keys_key(job.tenant), rkey)
-
-    def _release(self, index_key: str, internal_id: str) -> bool:
-        if self.redis.get(index_key) == internal_id:
-            self.redis.delete(index_key)
-            return True
-        return False
+        """Remove the job and every key naming it (a job that could not be enqueued), in one step."""
+        self._delete(*self._delete_call(job, idempotency_key))
 
     # --- cancel, deliveries ----------------------------------------------------------------
     def request_cancel(self, internal_id: str) -> None:
@@ -287,3 +337,50 @@ class JobStore:
 
     def ping(self) -> bool:
         return bool(self.redis.ping())
+
+
+class AsyncJobStore(JobKeys):
+    """The gateway's side of `JobStore` on redis.asyncio: the same scripts and keys, one round trip each."""
+
+    def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+        self.redis = client
+        self.ttl_s = ttl_s
+        self._create = client.register_script(CREATE)
+        self._lookup = client.register_script(LOOKUP)
+        self._delete = client.register_script(DELETE)
+
+    @classmethod
+    def from_url(cls, url: str, ttl_s: int, **kwargs) -> AsyncJobStore:
+        return cls(aioredis.Redis.from_url(url, decode_responses=True, **kwargs), ttl_s)
+
+    async def create(
+        self,
+        job: Job,
+        idempotency_key: str | None = None,
+        max_in_flight: int = 0,
+        max_idempotency_keys: int = 0,
+        queue: str = "",
+        max_queue_depth: int = 0,
+    ) -> Created:
+        """`JobStore.create`."""
+        keys, args = self._create_call(job, idempotency_key, max_in_flight, max_idempotency_keys, queue, max_queue_depth)
+        return self._created(await self._create(keys, args), float(args[5]))
+
+    async def get(self, internal_id: str) -> Job | None:
+        raw = await self.redis.get(self.job_key(internal_id))
+        return Job.model_validate_json(raw) if raw else None
+
+    async def find(self, tenant: str, job_id: str) -> Job | None:
+        """`JobStore.find`."""
+        return self._owned(self._bound(await self._lookup([self.job_id_key(tenant, job_id)], [JOB_PREFIX])), tenant)
+
+    async def find_by_idempotency_key(self, tenant: str, key: str) -> tuple[str, Job | None] | None:
+        """`JobStore.find_by_idempotency_key`."""
+        return self._bound(await self._lookup([self.idempotency_key(tenant, key)], [JOB_PREFIX]))
+
+    async def delete(self, job: Job, idempotency_key: str | None = None) -> None:
+        """`JobStore.delete`."""
+        await self._delete(*self._delete_call(job, idempotency_key))
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -40,22 +42,46 @@ def png_bytes(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="session")
-def stack_env(tmp_path_factory) -> dict[str, str]:
+def stack_base_env(data_dir: Path, redis_db: int) -> dict[str, str]:
+    """What every test stack needs: its own data dir, ports, queue and Redis database, tiny models."""
     from realrag.stack import free_port
 
-    data = tmp_path_factory.mktemp("stack")
     return {
-        "REALRAG_DATA_DIR": str(data),
+        "REALRAG_DATA_DIR": str(data_dir),
         "REALRAG_ENCODER_MODEL": TINY_CLIP,
         "REALRAG_DEFAULT_MODEL": "tiny-sd",
-        # the tiny twin of every family (tests/e2e/test_families.py); anything else is refused
-        "REALRAG_SERVED_MODELS": '["tiny-sd", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-omnigen"]',
+        "REALRAG_SERVED_MODELS": '["tiny-sd"]',
         "REALRAG_QUEUE_NAME": f"realrag.test.{uuid.uuid4().hex[:8]}",
         "REALRAG_GATEWAY_PORT": str(free_port()),
         "REALRAG_RETRIEVER_PORT": str(free_port()),
-        "REALRAG_REDIS_URL": f"redis://{TEST_REDIS}/0",
+        "REALRAG_REDIS_URL": f"redis://{TEST_REDIS}/{redis_db}",
         "REALRAG_EMBEDDED_REDIS": "never",
+    }
+
+
+@contextmanager
+def running_stack(env: dict[str, str]) -> Iterator:
+    """`realrag serve`'s supervisor (gateway, retriever, worker, notifier processes) with `env` set."""
+    from realrag.stack import Stack
+    from services.settings import Settings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        settings = Settings()
+        with Stack(settings, settings.data_dir / "logs").start() as running:
+            yield running
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def stack_env(tmp_path_factory) -> dict[str, str]:
+    return {
+        **stack_base_env(tmp_path_factory.mktemp("stack"), redis_db=0),
+        # the tiny twin of every family (tests/e2e/test_families.py); anything else is refused
+        "REALRAG_SERVED_MODELS": '["tiny-sd", "tiny-sdxl", "tiny-sd3", "tiny-flux", "tiny-omnigen"]',
         "REALRAG_MAX_DELIVERIES": "2",
         "REALRAG_WEBHOOK_ALLOW_PRIVATE": "true",
         "REALRAG_WEBHOOK_SECRET": TEST_WEBHOOK_SECRET,
@@ -66,18 +92,8 @@ def stack_env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def stack(stack_env):
-    from realrag.stack import Stack
-    from services.settings import Settings
-
-    saved = dict(os.environ)
-    os.environ.update(stack_env)
-    try:
-        settings = Settings()
-        with Stack(settings, settings.data_dir / "logs").start() as running:
-            yield running
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with running_stack(stack_env) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

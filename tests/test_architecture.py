@@ -47,9 +47,9 @@ PLANTED = [
     ("services/registry.py", "import generator_service.loader", "Composition root on top"),
     ("retriever_service/service.py", "import generator_service.loader", "Composition root on top"),
     ("generator_service/runner.py", "import services.gateway.views", "never import the gateway"),
-    ("services/jobs.py", "import services.gateway.views", "the gateway above the floor"),
+    ("services/jobs.py", "import services.gateway.views", "the gateway and the notifier above the floor"),
     ("services/gateway/deps.py", "import torch", "never import ML libraries"),
-    ("services/new_floor_module.py", "X = 1", "every floor module is listed"),
+    ("services/new_floor_module.py", "X = 1", "must be declared as a layer"),
 ]
 
 

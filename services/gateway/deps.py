@@ -1,4 +1,7 @@
-"""Annotated dependencies: settings, job store, retriever client, generation service, auth."""
+"""Annotated dependencies: settings, job store, retriever client, generation service, auth.
+
+All `async def`: FastAPI runs a plain `def` dependency in the thread pool, a hand-off per dependency
+per request, and none of these blocks (the rate limit is on redis.asyncio)."""
 
 from __future__ import annotations
 
@@ -16,19 +19,19 @@ from .generations import GenerationService
 from .retriever_client import RetrieverClient
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_jobs(request: Request) -> JobStore:
+async def get_jobs(request: Request) -> JobStore:
     return request.app.state.jobs
 
 
-def get_retriever(request: Request) -> RetrieverClient:
+async def get_retriever(request: Request) -> RetrieverClient:
     return request.app.state.retriever
 
 
-def get_generations(request: Request) -> GenerationService:
+async def get_generations(request: Request) -> GenerationService:
     return request.app.state.generations
 
 
@@ -49,9 +52,7 @@ API_KEY_HEADER = APIKeyHeader(
 
 
 def require_tenant(
-    settings: SettingsDep,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
-    x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+    settings: Settings, bearer: HTTPAuthorizationCredentials | None = None, x_api_key: str | None = None
 ) -> Tenant:
     """The calling tenant, from a Bearer token or X-API-Key. No tenants configured: auth is off."""
     if not settings.auth_enabled:
@@ -65,13 +66,22 @@ def require_tenant(
     return tenant
 
 
-def metered_tenant(tenant: Annotated[Tenant, Depends(require_tenant)], generations: GenerationsDep) -> Tenant:
+async def presented_tenant(
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+    x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+) -> Tenant:
+    """`require_tenant` as a dependency (async: it does not block, so no thread-pool hand-off)."""
+    return require_tenant(settings, bearer, x_api_key)
+
+
+async def metered_tenant(tenant: Annotated[Tenant, Depends(presented_tenant)], generations: GenerationsDep) -> Tenant:
     """The calling tenant, its request counted against its requests per minute (429 over it)."""
-    generations.rate_limits.hit(tenant)
+    await generations.rate_limits.hit(tenant)
     return tenant
 
 
-def require_admin(tenant: Annotated[Tenant, Depends(metered_tenant)]) -> Tenant:
+async def require_admin(tenant: Annotated[Tenant, Depends(metered_tenant)]) -> Tenant:
     if not tenant.is_admin:
         raise ApiError(403, "forbidden", "this operation needs an admin API key")
     return tenant
@@ -83,4 +93,4 @@ def require_admin(tenant: Annotated[Tenant, Depends(metered_tenant)]) -> Tenant:
 Authenticated = Depends(metered_tenant)
 CurrentTenant = Annotated[Tenant, Depends(metered_tenant)]
 AdminTenant = Annotated[Tenant, Depends(require_admin)]
-UnmeteredTenant = Annotated[Tenant, Depends(require_tenant)]
+UnmeteredTenant = Annotated[Tenant, Depends(presented_tenant)]

@@ -1,7 +1,14 @@
-"""Generation jobs: validate against limits, retrieve references, record the job, enqueue.
+"""Generation jobs: answer replays, validate against limits, retrieve references, record the job, enqueue.
 
-Order matters for "loses nothing": the job record exists before anything can fail, and if the
-retriever or the broker refuses, the record is removed again and the client gets a 503.
+Order matters for "loses nothing": the references are retrieved before anything is stored, so a job
+never exists without the references it asked for, and a retriever that is down leaves nothing behind
+(503). The record is then created already queued, references included, in one atomic step that also
+checks the queue depth and the tenant's limits; if the broker then refuses the message, the record is
+removed again and the client gets a 503.
+
+The request path is asynchronous (redis.asyncio, httpx.AsyncClient); only Celery's `send_task` is
+synchronous, so it runs in a worker thread. Cancelling, rare and racing the worker, stays on the
+synchronous `JobStore` (optimistic WATCH/MULTI).
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ import time
 import uuid
 from dataclasses import dataclass
 
+import anyio
 import redis
 from celery import Celery
 
 from services.errors import ApiError
-from services.jobs import JobStore
+from services.jobs import AsyncJobStore, Created, JobStore
 from services.queue import GENERATE_TASK, enqueue_webhook
 from services.registry import ModelSpec, load_registry, served_model_keys
 from services.schemas import (
@@ -36,11 +44,12 @@ from services.tenants import Tenant
 from services.webhooks import WebhookRejected, check_target
 
 from .rate_limits import TenantRateLimits, too_many
-from .retriever_client import RetrieverClient
+from .retriever_client import AsyncRetrieverClient, RetrieverClient
 
 # \A...\Z: a full match whether used with .match or .fullmatch (`$` also matches before a final "\n")
 JOB_ID = re.compile(r"\A[A-Za-z0-9_-]{1,64}\Z")
 IN_FLIGHT_RETRY_S = 10  # a guess: when one of the tenant's jobs may have finished
+QUEUE_FULL_RETRY_S = 10
 
 
 @dataclass
@@ -143,16 +152,20 @@ class GenerationService:
         self.jobs = jobs
         self.retriever = retriever
         self.celery = celery
-        self.rate_limits = TenantRateLimits(settings, jobs.redis)
+        # the request path's own async clients (made here: the event loop that runs them makes them)
+        self.store = AsyncJobStore.from_url(settings.redis_url, settings.job_ttl_s, socket_connect_timeout=2, socket_timeout=5)
+        self.references = AsyncRetrieverClient.from_settings(settings)
+        self.rate_limits = TenantRateLimits(settings, self.store.redis)
 
-    def find(self, tenant: Tenant, job_id: str) -> Job:
+    async def aclose(self) -> None:
+        await self.references.aclose()
+        await self.store.aclose()
+
+    async def find(self, tenant: Tenant, job_id: str) -> Job:
         """The tenant's job `job_id`; 404 for an unknown id and for any other tenant's job alike."""
-        job = self.jobs.find(tenant.name, job_id)
-        if job is None:
-            raise ApiError(404, "job_not_found", f"no job {job_id}")
-        return job
+        return _found(await self.store.find(tenant.name, job_id), job_id)
 
-    def submit(
+    async def submit(
         self, body: GenerationRequest, tenant: Tenant, job_id: str | None = None, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
         """Create and enqueue a job of `tenant`; returns (job, created). Replays return the existing job.
@@ -161,31 +174,75 @@ class GenerationService:
         the rate limit, the other limits and the queue-depth check, so a retry of an accepted request
         gets its job, never a 429. Ids and keys are the tenant's own: another tenant's are unknown here."""
         digest = request_hash(body)
-        replayed = self._existing(tenant, job_id, idempotency_key)
+        replayed = await self._existing(tenant, job_id, idempotency_key)
         if replayed is not None:
             return self._replay(replayed, digest), False
-        self.rate_limits.hit(tenant)
+        await self.rate_limits.hit(tenant)
         resolved = resolve(body, self.settings)
-        self._check_queue_depth()
+        references, info, retrieval_ms = await self._references(body, resolved, tenant)
         job = Job(
             id=job_id or str(uuid.uuid4()),
             internal_id=uuid.uuid4().hex,
             tenant=tenant.name,
-            status=JobStatus.retrieving,
+            status=JobStatus.queued,
             model=resolved.spec.key,
             prompt=body.prompt,
             request=body,
             request_hash=digest,
             seeds=resolved.seeds,
+            references=references,
+            retriever=info,
+            timings=Timings(retrieval_ms=retrieval_ms),
         )
-        created = self.jobs.create(
+        created = await self.store.create(
             job,
             idempotency_key,
             max_in_flight=tenant.max_jobs_in_flight if self.settings.auth_enabled else 0,
             max_idempotency_keys=self.settings.max_idempotency_keys_per_tenant,
+            queue=self.settings.queue_name,
+            max_queue_depth=self.settings.max_queue_depth,
         )
         if created.outcome == "exists":
-            return self._replay((created.internal_id, self.jobs.get(created.internal_id)), digest), False
+            return self._replay((created.internal_id, await self.store.get(created.internal_id)), digest), False
+        self._refused(created, tenant)
+        task = GenerateTask(
+            job_id=job.internal_id,
+            model=resolved.spec.key,
+            prompt=body.prompt,
+            negative_prompt=body.negative_prompt,
+            reference_uris=[r.image_uri for r in references],
+            reference_labels=[r.label for r in references],
+            seeds=resolved.seeds,
+            steps=resolved.steps,
+            guidance=resolved.guidance,
+            width=resolved.width,
+            height=resolved.height,
+            ip_scale=resolved.ip_scale,
+        )
+        try:
+            await anyio.to_thread.run_sync(self._send, task)
+        except Exception as exc:
+            await self.store.delete(job, idempotency_key)
+            if isinstance(exc, (redis.RedisError, OSError)) or type(exc).__module__.startswith("kombu"):
+                raise ApiError(503, "broker_unavailable", "the job queue (Redis) is unreachable") from exc
+            raise
+        return job, True
+
+    def _send(self, task: GenerateTask) -> None:
+        # argsrepr: Celery would otherwise saferepr() the whole task for its logs on every submission
+        self.celery.send_task(
+            GENERATE_TASK,
+            args=[task.model_dump(mode="json")],
+            task_id=task.job_id,
+            queue=self.settings.queue_name,
+            argsrepr=f"[{task.model} job {task.job_id}]",
+            kwargsrepr="{}",
+        )
+
+    def _refused(self, created: Created, tenant: Tenant) -> None:
+        """The 429 for a create that a limit refused (nothing was stored)."""
+        if created.outcome == "queue_full":
+            raise too_many("queue_full", f"{created.queue_depth} jobs are waiting; try again later", QUEUE_FULL_RETRY_S)
         if created.outcome == "too_many_jobs":
             raise too_many(
                 "too_many_jobs_in_flight",
@@ -201,46 +258,13 @@ class GenerationService:
                 created.retry_after_s,
                 limit=self.settings.max_idempotency_keys_per_tenant,
             )
-        internal_id = job.internal_id
-        try:
-            references, info, retrieval_ms = self._references(body, resolved, tenant)
-            task = GenerateTask(
-                job_id=internal_id,
-                model=resolved.spec.key,
-                prompt=body.prompt,
-                negative_prompt=body.negative_prompt,
-                reference_uris=[r.image_uri for r in references],
-                reference_labels=[r.label for r in references],
-                seeds=resolved.seeds,
-                steps=resolved.steps,
-                guidance=resolved.guidance,
-                width=resolved.width,
-                height=resolved.height,
-                ip_scale=resolved.ip_scale,
-            )
-            job = self.jobs.transition(
-                internal_id,
-                JobStatus.queued,
-                references=references,
-                retriever=info,
-                timings=Timings(retrieval_ms=retrieval_ms),
-            )
-            self.celery.send_task(
-                GENERATE_TASK, args=[task.model_dump(mode="json")], task_id=internal_id, queue=self.settings.queue_name
-            )
-        except Exception as exc:
-            self.jobs.delete(job, idempotency_key)
-            if isinstance(exc, (redis.RedisError, OSError)) or type(exc).__module__.startswith("kombu"):
-                raise ApiError(503, "broker_unavailable", "the job queue (Redis) is unreachable") from exc
-            raise
-        return job, True
 
-    def _existing(self, tenant: Tenant, job_id: str | None, idempotency_key: str | None) -> tuple[str, Job | None] | None:
+    async def _existing(self, tenant: Tenant, job_id: str | None, idempotency_key: str | None) -> tuple[str, Job | None] | None:
         """(internal id, record) of the tenant's job this request would replay, if it was accepted before."""
         if idempotency_key:
-            return self.jobs.find_by_idempotency_key(tenant.name, idempotency_key)
+            return await self.store.find_by_idempotency_key(tenant.name, idempotency_key)
         if job_id:
-            job = self.jobs.find(tenant.name, job_id)
+            job = await self.store.find(tenant.name, job_id)
             return (job.internal_id, job) if job is not None else None
         return None
 
@@ -252,14 +276,7 @@ class GenerationService:
             raise ApiError(409, "idempotency_conflict", "this id or idempotency key was used with a different request")
         return job
 
-    def _check_queue_depth(self) -> None:
-        depth = self.jobs.redis.llen(self.settings.queue_name)
-        if depth >= self.settings.max_queue_depth:
-            error = ApiError(429, "queue_full", f"{depth} jobs are waiting; try again later")
-            error.headers["Retry-After"] = "10"
-            raise error
-
-    def _references(
+    async def _references(
         self, body: GenerationRequest, resolved: Resolved, tenant: Tenant
     ) -> tuple[list[Reference], RetrieverInfo | None, float | None]:
         """The references, from the corpus `tenant` sees: the shared one and its own private images."""
@@ -267,7 +284,7 @@ class GenerationService:
         if body.reference_ids is not None:
             references = []
             for image_id in body.reference_ids:
-                image = self.retriever.get_image(image_id, tenant=tenant.name)
+                image = await self.references.get_image(image_id, tenant=tenant.name)
                 if image is None:
                     raise ApiError(422, "unknown_reference", f"no corpus image {image_id}")
                 references.append(
@@ -276,7 +293,7 @@ class GenerationService:
             return references, RetrieverInfo(kind="explicit"), (time.perf_counter() - started) * 1000
         if resolved.top_k == 0:
             return [], None, None
-        result = self.retriever.search(
+        result = await self.references.search(
             SearchRequest(
                 query=body.retrieval.query or body.prompt,
                 top_k=resolved.top_k,
@@ -293,7 +310,8 @@ class GenerationService:
         return references, result.retriever, (time.perf_counter() - started) * 1000
 
     def cancel(self, tenant: Tenant, job_id: str) -> Job:
-        job = self.find(tenant, job_id)
+        """Synchronous (JobStore): the route runs it in a worker thread."""
+        job = _found(self.jobs.find(tenant.name, job_id), job_id)
         if job.status.terminal:
             return job
         internal_id = job.internal_id
@@ -303,3 +321,9 @@ class GenerationService:
             enqueue_webhook(job, self.settings, self.celery)  # the worker will skip this job, so it cannot notify
             return job
         return self.jobs.update(internal_id, lambda j: None if j.status.terminal else j.model_copy(update={"cancel_requested": True}))
+
+
+def _found(job: Job | None, job_id: str) -> Job:
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id}")
+    return job

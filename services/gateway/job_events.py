@@ -56,8 +56,9 @@ class JobEvents:
     """One client's subscription to one job: `open()` before the response starts (so an unknown job
     is a plain 404), then `stream()`; `close()` always, also when the stream never started."""
 
-    def __init__(self, settings: Settings, tenant: str, job_id: str) -> None:
+    def __init__(self, settings: Settings, tenant: str, job_id: str, base_url: str = "") -> None:
         self.settings = settings
+        self.base_url = base_url  # views carry absolute image URLs, as GET /v1/generations/{id} does
         self.tenant = tenant
         self.job_id = job_id  # the client-facing id; the channel and the record use the internal one
         self.internal_id = ""
@@ -112,7 +113,7 @@ class JobEvents:
         return Job.model_validate_json(message["data"]) if message["data"] else None
 
     def _event(self, job: Job) -> ServerSentEvent:
-        return ServerSentEvent(_data(job_view(job, self.settings)), event=job.status.value, id=str(job.version))
+        return ServerSentEvent(_data(job_view(job, self.settings, self.base_url)), event=job.status.value, id=str(job.version))
 
     async def stream(self, job: Job, seen: int) -> AsyncIterator[ServerSentEvent]:
         """Every version newer than `seen`, starting with `job`; ends after the terminal one."""

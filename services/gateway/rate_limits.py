@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import time
 
-import redis
+import redis.asyncio as aioredis
 from limits import RateLimitItemPerMinute
-from limits.storage import RedisStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter
 
 from services.errors import ApiError
 from services.settings import Settings
@@ -27,19 +27,21 @@ def too_many(code: str, message: str, retry_after_s: int, **details: object) -> 
 
 
 class TenantRateLimits:
-    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+    def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
         self.enabled = settings.auth_enabled
-        storage = RedisStorage(settings.redis_url, connection_pool=client.connection_pool, key_prefix="realrag:limits")
+        storage = RedisStorage(
+            f"async+{settings.redis_url}", implementation="redispy", connection_pool=client.connection_pool, key_prefix="realrag:limits"
+        )
         self.limiter = MovingWindowRateLimiter(storage)
 
-    def hit(self, tenant: Tenant) -> None:
+    async def hit(self, tenant: Tenant) -> None:
         """Count one request of `tenant`; 429 if it is over its requests per minute."""
         if not self.enabled:
             return
         item = RateLimitItemPerMinute(tenant.requests_per_minute)
-        if self.limiter.hit(item, "rpm", tenant.name):
+        if await self.limiter.hit(item, "rpm", tenant.name):
             return
-        reset_at = self.limiter.get_window_stats(item, "rpm", tenant.name).reset_time
+        reset_at = (await self.limiter.get_window_stats(item, "rpm", tenant.name)).reset_time
         retry_after = max(1, math.ceil(reset_at - time.time()))
         raise too_many(
             "rate_limited",

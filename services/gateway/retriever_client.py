@@ -44,47 +44,29 @@ class RetrieverClient:
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            raise ApiError(
-                503, "retriever_unavailable", f"the retriever service is unreachable ({type(exc).__name__})"
-            ) from exc
-        status = response.status_code
-        if status < 300 or (status == 404 and missing_ok):
-            return response
-        if status == 503:
-            raise ApiError(503, "retriever_unavailable", "the retriever service is not ready")
-        if status in PASSED_THROUGH:
-            error = _error_of(response)
-            raise ApiError(status, error.get("code", "retriever_error"), error.get("message", ""))
-        if status in (401, 403):  # a deployment error, not the client's: name the setting
-            raise ApiError(502, "retriever_error", "the retriever refused the gateway's REALRAG_RETRIEVER_TOKEN")
-        raise ApiError(502, "retriever_error", f"the retriever service answered {status}")
+            raise _unreachable(exc) from exc
+        return _checked(response, missing_ok)
 
     def search(self, request: SearchRequest, *, tenant: str) -> SearchResponse:
         """The best matches among the images `tenant` may see (a client's own `tenant` condition can
         only narrow that)."""
-        scoped = scope_filter(request.filter, tenant)
-        if scoped is None:
-            return SearchResponse(hits=[], retriever=RetrieverInfo(kind=request.retriever or "zero-shot"), took_ms=0.0)
-        body = request.model_copy(update={"filter": scoped}).model_dump(mode="json")
-        response = self._call("POST", "/v1/search", json=body)
-        return _parse(SearchResponse, response)
+        body = _scoped_search(request, tenant)
+        if body is None:
+            return _nothing_visible(request)
+        return _parse(SearchResponse, self._call("POST", "/v1/search", json=body))
 
     def get_image(self, image_id: str, *, tenant: str) -> CorpusImage | None:
         """The record, if `tenant` may see it (shared or its own), else None."""
         if not is_corpus_id(image_id):
             return None
-        response = self._call("GET", f"/v1/images/{quote(image_id, safe='')}", missing_ok=True)
-        if response.status_code == 404:
-            return None
-        image = _parse(CorpusImage, response)
-        return image if image.tenant in visible_to(tenant) else None
+        return _visible_image(self._call("GET", _image_path(image_id), missing_ok=True), tenant)
 
     def delete_image(self, image_id: str, *, tenant: str) -> bool:
         """Delete an image `tenant` may see; False when there is none. Whether `tenant` may write it
         (the shared corpus: admins only) is the caller's check, on `get_image`'s record."""
         if self.get_image(image_id, tenant=tenant) is None:
             return False
-        return self._call("DELETE", f"/v1/images/{quote(image_id, safe='')}", missing_ok=True).status_code == 204
+        return self._call("DELETE", _image_path(image_id), missing_ok=True).status_code == 204
 
     def ingest(self, data: bytes, fields: dict[str, str], *, tenant: str) -> tuple[IngestResponse, int]:
         """Add an image owned by `tenant` (SHARED_CORPUS: the shared corpus)."""
@@ -103,6 +85,85 @@ class RetrieverClient:
 
     def close(self) -> None:
         self.http.close()
+
+
+class AsyncRetrieverClient:
+    """The calls a job submission makes (search, get_image), on httpx.AsyncClient: `RetrieverClient`'s
+    semantics, the event loop never blocked on the retriever."""
+
+    def __init__(self, base_url: str, timeout_s: float, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, follow_redirects=False, headers=headers)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AsyncRetrieverClient:
+        token = settings.retriever_token.get_secret_value() if settings.retriever_token else None
+        return cls(settings.retriever_url, settings.retriever_timeout_s, token=token)
+
+    async def _call(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise _unreachable(exc) from exc
+        return _checked(response, missing_ok)
+
+    async def search(self, request: SearchRequest, *, tenant: str) -> SearchResponse:
+        """`RetrieverClient.search`."""
+        body = _scoped_search(request, tenant)
+        if body is None:
+            return _nothing_visible(request)
+        return _parse(SearchResponse, await self._call("POST", "/v1/search", json=body))
+
+    async def get_image(self, image_id: str, *, tenant: str) -> CorpusImage | None:
+        """`RetrieverClient.get_image`."""
+        if not is_corpus_id(image_id):
+            return None
+        return _visible_image(await self._call("GET", _image_path(image_id), missing_ok=True), tenant)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _unreachable(exc: httpx.HTTPError) -> ApiError:
+    return ApiError(503, "retriever_unavailable", f"the retriever service is unreachable ({type(exc).__name__})")
+
+
+def _checked(response: httpx.Response, missing_ok: bool) -> httpx.Response:
+    """`response` if it is a success (or a 404 where `missing_ok`), else the ApiError it stands for."""
+    status = response.status_code
+    if status < 300 or (status == 404 and missing_ok):
+        return response
+    if status == 503:
+        raise ApiError(503, "retriever_unavailable", "the retriever service is not ready")
+    if status in PASSED_THROUGH:
+        error = _error_of(response)
+        raise ApiError(status, error.get("code", "retriever_error"), error.get("message", ""))
+    if status in (401, 403):  # a deployment error, not the client's: name the setting
+        raise ApiError(502, "retriever_error", "the retriever refused the gateway's REALRAG_RETRIEVER_TOKEN")
+    raise ApiError(502, "retriever_error", f"the retriever service answered {status}")
+
+
+def _scoped_search(request: SearchRequest, tenant: str) -> dict[str, Any] | None:
+    """The search body with the tenant scope added; None when nothing is visible."""
+    scoped = scope_filter(request.filter, tenant)
+    if scoped is None:
+        return None
+    return request.model_copy(update={"filter": scoped}).model_dump(mode="json")
+
+
+def _nothing_visible(request: SearchRequest) -> SearchResponse:
+    return SearchResponse(hits=[], retriever=RetrieverInfo(kind=request.retriever or "zero-shot"), took_ms=0.0)
+
+
+def _image_path(image_id: str) -> str:
+    return f"/v1/images/{quote(image_id, safe='')}"
+
+
+def _visible_image(response: httpx.Response, tenant: str) -> CorpusImage | None:
+    if response.status_code == 404:
+        return None
+    image = _parse(CorpusImage, response)
+    return image if image.tenant in visible_to(tenant) else None
 
 
 def visible_to(tenant: str) -> tuple[str, ...]:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlencode
 
+from fastapi.responses import JSONResponse
+
 from services.artifacts import direct_url
 from services.schemas import PRIVATE_JOB_FIELDS, Job
 from services.settings import Settings
 from services.signing import sign
 
-__all__ = ["PRIVATE_JOB_FIELDS", "artifact_url", "job_view"]
+__all__ = ["PRIVATE_JOB_FIELDS", "artifact_url", "job_response", "job_view"]
 
 
 def artifact_url(settings: Settings, uri: str, base_url: str = "") -> str:
@@ -33,3 +35,11 @@ def job_view(job: Job, settings: Settings, base_url: str = "") -> dict:
         out["url"] = artifact_url(settings, out["uri"], base_url)
     view["progress"]["fraction"] = job.progress.fraction
     return view
+
+
+def job_response(
+    job: Job, settings: Settings, base_url: str = "", status_code: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The view as a ready response: its dict is JSON-ready already, so FastAPI's jsonable_encoder pass
+    (a walk of the whole view per request) is skipped. Routes keep documenting `JobView` in OpenAPI."""
+    return JSONResponse(job_view(job, settings, base_url), status_code=status_code, headers=headers)

@@ -2,6 +2,8 @@ import time
 
 import httpx
 
+from tests.conftest import TEST_REDIS
+
 TERMINAL = {"succeeded", "failed", "canceled"}
 
 
@@ -14,3 +16,11 @@ def wait_for(client: httpx.Client, job_id: str, until=lambda job: job["status"] 
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} stuck: {job['status']} {job.get('progress')}")
         time.sleep(0.1)
+
+
+# the multi-tenant stack of tests/e2e/conftest.py
+TENANT_KEYS = {"a": "e2e-key-of-a", "b": "e2e-key-of-b", "ops": "e2e-key-of-ops", "slow": "e2e-key-of-slow"}
+TENANT_REDIS_URL = f"redis://{TEST_REDIS}/4"
+RETRIEVER_TOKEN = "e2e-retriever-token"
+RETRIEVER_ADMIN_TOKEN = "e2e-retriever-admin-token"
+METRICS_TOKEN = "e2e-metrics-token"

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from services.jobs import JobStore
+from services.tenants import LOCAL_TENANT_NAME
 
 from .helpers import wait_for
 
@@ -121,7 +122,7 @@ def test_cancel_queued_job(gateway, corpus):
 def _kill_worker_child(stack, job):
     # the worker's host:pid is in the Redis record only, never in the public view
     assert "worker" not in job
-    record = JobStore.from_url(stack.settings.redis_url, stack.settings.job_ttl_s).get(job["id"])
+    record = JobStore.from_url(stack.settings.redis_url, stack.settings.job_ttl_s).find(LOCAL_TENANT_NAME, job["id"])
     pid = int(record.worker.rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
 

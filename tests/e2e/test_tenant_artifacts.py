@@ -1,81 +1,27 @@
 """The isolation matrix of #10 on the real stack (uvicorn gateway and retriever, Celery worker, Redis,
 embedded Qdrant), with two tenants, an admin and every token set: outputs and corpus.
 
-This module starts a stack of its own (its own data dir, ports, Redis database and queue), so the
-session's stack keeps its settings.
+The multi-tenant stack is tests/e2e/conftest.py's `tenant_stack`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
-import uuid
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from PIL import Image
 
-from services.tenants import hash_key
-from tests.conftest import TEST_REDIS, TINY_CLIP, png_bytes
+from tests.conftest import png_bytes
 
-from .helpers import TERMINAL
+from .helpers import METRICS_TOKEN, RETRIEVER_ADMIN_TOKEN, RETRIEVER_TOKEN, TERMINAL
 
 pytestmark = pytest.mark.slow  # starts real processes
 
-KEYS = {"a": "e2e-key-of-a", "b": "e2e-key-of-b", "ops": "e2e-key-of-ops"}
-RETRIEVER_TOKEN = "e2e-retriever-token"
-RETRIEVER_ADMIN_TOKEN = "e2e-retriever-admin-token"
-METRICS_TOKEN = "e2e-metrics-token"
-
-
 @pytest.fixture(scope="module")
-def tenant_stack(tmp_path_factory) -> Iterator:
-    from realrag.stack import Stack, free_port
-    from services.settings import Settings
-
-    data = tmp_path_factory.mktemp("tenant-stack")
-    env = {
-        "REALRAG_DATA_DIR": str(data),
-        "REALRAG_ENCODER_MODEL": TINY_CLIP,
-        "REALRAG_DEFAULT_MODEL": "tiny-sd",
-        "REALRAG_SERVED_MODELS": '["tiny-sd"]',
-        "REALRAG_QUEUE_NAME": f"realrag.test.{uuid.uuid4().hex[:8]}",
-        "REALRAG_GATEWAY_PORT": str(free_port()),
-        "REALRAG_RETRIEVER_PORT": str(free_port()),
-        "REALRAG_REDIS_URL": f"redis://{TEST_REDIS}/4",
-        "REALRAG_EMBEDDED_REDIS": "never",
-        "REALRAG_TENANTS": json.dumps(
-            [{"name": n, "key_sha256": hash_key(k), "role": "admin" if n == "ops" else "user"} for n, k in KEYS.items()]
-        ),
-        "REALRAG_URL_SIGNING_KEY": "e2e-url-signing-key",
-        "REALRAG_SIGNED_URL_TTL_S": "600",
-        "REALRAG_RETRIEVER_TOKEN": RETRIEVER_TOKEN,
-        "REALRAG_RETRIEVER_ADMIN_TOKEN": RETRIEVER_ADMIN_TOKEN,
-        "REALRAG_METRICS_TOKEN": METRICS_TOKEN,
-    }
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        settings = Settings()
-        with Stack(settings, settings.data_dir / "logs").start() as running:
-            yield running
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-@pytest.fixture(scope="module")
-def clients(tenant_stack) -> Iterator[dict[str, httpx.Client]]:
-    """One client per tenant (its key in every request), plus `anon` with no key."""
-    url = tenant_stack.gateway_url
-    made = {name: httpx.Client(base_url=url, timeout=60, headers={"Authorization": f"Bearer {key}"}) for name, key in KEYS.items()}
-    made["anon"] = httpx.Client(base_url=tenant_stack.gateway_url, timeout=60)
-    yield made
-    for client in made.values():
-        client.close()
+def clients(tenant_clients) -> dict[str, httpx.Client]:
+    return tenant_clients
 
 
 def upload(client: httpx.Client, color, **fields) -> dict:

@@ -3,76 +3,29 @@ Redis, embedded Qdrant) with two tenants, after their jobs have really run: read
 with the other's id, Idempotency-Key reuse; and the per-tenant rate limit. Outputs and corpus are in
 test_tenant_artifacts.py.
 
-This module starts a stack of its own (its data dir, ports, Redis database and queue), so the
-session's stack keeps auth off.
+The multi-tenant stack is tests/e2e/conftest.py's `tenant_stack`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
 import redis
 
 from services.jobs import JobStore
-from services.tenants import hash_key
-from tests.conftest import TEST_REDIS, TINY_CLIP
 
-from .helpers import wait_for
+from .helpers import TENANT_REDIS_URL, wait_for
 
 pytestmark = pytest.mark.slow  # starts real processes
 
-KEYS = {"a": "e2e-tenant-key-a", "b": "e2e-tenant-key-b", "slow": "e2e-tenant-key-slow"}
-REDIS_URL = f"redis://{TEST_REDIS}/5"
 BODY = {"prompt": "a small red car", "width": 64, "height": 64, "steps": 2, "seed": 1, "retrieval": {"enabled": False}}
 
 
 @pytest.fixture(scope="module")
-def tenant_stack(tmp_path_factory) -> Iterator:
-    from realrag.stack import Stack, free_port
-    from services.settings import Settings
-
-    tenants = [{"name": name, "key_sha256": hash_key(key)} for name, key in KEYS.items()]
-    tenants[2]["requests_per_minute"] = 5
-    env = {
-        "REALRAG_DATA_DIR": str(tmp_path_factory.mktemp("tenants-stack")),
-        "REALRAG_ENCODER_MODEL": TINY_CLIP,
-        "REALRAG_DEFAULT_MODEL": "tiny-sd",
-        "REALRAG_SERVED_MODELS": '["tiny-sd"]',
-        "REALRAG_QUEUE_NAME": f"realrag.test.{uuid.uuid4().hex[:8]}",
-        "REALRAG_GATEWAY_PORT": str(free_port()),
-        "REALRAG_RETRIEVER_PORT": str(free_port()),
-        "REALRAG_REDIS_URL": REDIS_URL,
-        "REALRAG_EMBEDDED_REDIS": "never",
-        "REALRAG_TENANTS": json.dumps(tenants),
-    }
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        settings = Settings()
-        with Stack(settings, settings.data_dir / "logs").start() as running:
-            yield running
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        client = redis.Redis.from_url(REDIS_URL)
-        for key in client.scan_iter("realrag:*"):
-            client.delete(key)
-
-
-@pytest.fixture(scope="module")
-def clients(tenant_stack) -> Iterator[dict[str, httpx.Client]]:
-    made = {
-        name: httpx.Client(base_url=tenant_stack.gateway_url, timeout=60, headers={"Authorization": f"Bearer {key}"})
-        for name, key in KEYS.items()
-    }
-    yield made
-    for client in made.values():
-        client.close()
+def clients(tenant_clients) -> dict[str, httpx.Client]:
+    return tenant_clients
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +77,7 @@ def test_put_with_another_tenants_id_is_a_separate_job(clients, jobs_of_a):
     mine = a.get(f"/v1/generations/{job_id}").json()
     assert (mine["prompt"], mine["version"]) == (BODY["prompt"], jobs_of_a["put"]["version"])
 
-    store = JobStore(redis.Redis.from_url(REDIS_URL, decode_responses=True), ttl_s=60)
+    store = JobStore(redis.Redis.from_url(TENANT_REDIS_URL, decode_responses=True), ttl_s=60)
     internal_a, internal_b = store.internal_id("a", job_id), store.internal_id("b", job_id)
     assert internal_a and internal_b and internal_a != internal_b
     assert (store.owner_of_output(internal_a), store.owner_of_output(internal_b)) == ("a", "b")

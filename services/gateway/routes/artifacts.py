@@ -106,8 +106,8 @@ def get_artifact(
     retriever: RetrieverDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
     x_api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
-    expires: Annotated[str | None, Query(max_length=20, description="signed URLs: expiry, Unix seconds")] = None,
-    signature: Annotated[str | None, Query(max_length=100, description="signed URLs: HMAC-SHA256, base64url")] = None,
+    expires: Annotated[str | None, Query(description="signed URLs: expiry, Unix seconds (anything else: 403)")] = None,
+    signature: Annotated[str | None, Query(description="signed URLs: HMAC-SHA256, base64url (a wrong one: 403)")] = None,
 ) -> FileResponse | RedirectResponse:
     try:
         key = clean_key(key)

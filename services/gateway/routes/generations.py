@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Header, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.background import BackgroundTask
 
@@ -16,7 +16,7 @@ from ..generations import JOB_ID
 from ..job_events import JobEvents, seen_version
 from ..metrics import JOBS_SUBMITTED
 from ..openapi import JOB_RESPONSES, JobView, ok, responses
-from ..views import job_view
+from ..views import job_response, job_view
 
 # every route names its tenant: the creating ones unmetered here, since submit() meters them after the
 # replay check (a retry of an accepted request is answered, never a 429)
@@ -34,21 +34,19 @@ router = APIRouter(prefix="/v1/generations", tags=["generations"])
         **responses(400, 401, 409, 413, 422, 429, 503, descriptions=JOB_RESPONSES),
     },
 )
-def create_generation(
+async def create_generation(
+    request: Request,
     body: GenerationRequest,
     tenant: UnmeteredTenant,
     service: GenerationsDep,
     settings: SettingsDep,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
-) -> dict:
-    job, created = service.submit(body, tenant, idempotency_key=idempotency_key)
+) -> Response:
+    job, created = await service.submit(body, tenant, idempotency_key=idempotency_key)
     if created:
         JOBS_SUBMITTED.labels(job.model).inc()
-    else:
-        response.status_code = 200
-    response.headers["Location"] = f"/v1/generations/{job.id}"
-    return job_view(job, settings)
+    headers = {"Location": f"/v1/generations/{job.id}"}
+    return job_response(job, settings, str(request.base_url), status_code=202 if created else 200, headers=headers)
 
 
 @router.put(
@@ -62,17 +60,20 @@ def create_generation(
         **responses(400, 401, 409, 413, 422, 429, 503, descriptions=JOB_RESPONSES),
     },
 )
-def put_generation(
-    job_id: str, body: GenerationRequest, tenant: UnmeteredTenant, service: GenerationsDep, settings: SettingsDep, response: Response
-) -> dict:
+async def put_generation(
+    request: Request,
+    job_id: str,
+    body: GenerationRequest,
+    tenant: UnmeteredTenant,
+    service: GenerationsDep,
+    settings: SettingsDep,
+) -> Response:
     if not JOB_ID.match(job_id):
         raise ApiError(422, "invalid_job_id", "job ids are 1-64 characters of A-Z a-z 0-9 _ -")
-    job, created = service.submit(body, tenant, job_id=job_id)
+    job, created = await service.submit(body, tenant, job_id=job_id)
     if created:
         JOBS_SUBMITTED.labels(job.model).inc()
-    else:
-        response.status_code = 200
-    return job_view(job, settings)
+    return job_response(job, settings, str(request.base_url), status_code=202 if created else 200)
 
 
 @router.get(
@@ -81,8 +82,8 @@ def put_generation(
     response_model=None,
     responses={200: ok(JobView, "the job"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
 )
-def get_generation(job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> dict:
-    return job_view(service.find(tenant, job_id), settings)
+async def get_generation(request: Request, job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> Response:
+    return job_response(await service.find(tenant, job_id), settings, str(request.base_url))
 
 
 @router.delete(
@@ -91,9 +92,9 @@ def get_generation(job_id: str, tenant: CurrentTenant, service: GenerationsDep, 
     response_model=None,
     responses={200: ok(JobView, "the job, canceled or flagged to stop"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
 )
-def cancel_generation(job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> dict:
+def cancel_generation(request: Request, job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> dict:
     """Idempotent: a finished job is returned unchanged; a running one stops at its next step."""
-    return job_view(service.cancel(tenant, job_id), settings)
+    return job_view(service.cancel(tenant, job_id), settings, str(request.base_url))
 
 
 @router.post(
@@ -102,8 +103,8 @@ def cancel_generation(job_id: str, tenant: CurrentTenant, service: GenerationsDe
     response_model=None,
     responses={200: ok(JobView, "the job, canceled or flagged to stop"), **responses(401, 404, 503, descriptions=JOB_RESPONSES)},
 )
-def cancel_generation_post(job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> dict:
-    return job_view(service.cancel(tenant, job_id), settings)
+def cancel_generation_post(request: Request, job_id: str, tenant: CurrentTenant, service: GenerationsDep, settings: SettingsDep) -> dict:
+    return job_view(service.cancel(tenant, job_id), settings, str(request.base_url))
 
 
 @router.get(
@@ -117,6 +118,7 @@ def cancel_generation_post(job_id: str, tenant: CurrentTenant, service: Generati
     },
 )
 async def generation_events(
+    request: Request,
     job_id: str,
     tenant: CurrentTenant,
     settings: SettingsDep,
@@ -126,7 +128,7 @@ async def generation_events(
     it is finished. With `Last-Event-ID` only newer versions are sent; a finished job the client has
     seen answers 204, which tells EventSource to stop reconnecting. A comment every `sse_ping_s` keeps
     idle proxies from cutting the stream; if Redis fails mid-stream an `error` event ends it."""
-    events = JobEvents(settings, tenant.name, job_id)
+    events = JobEvents(settings, tenant.name, job_id, str(request.base_url))
     try:
         job = await events.open()
     except BaseException:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hmac
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from services.errors import ApiError
 from services.settings import Settings
 
 from ..deps import JobsDep, RetrieverDep, SettingsDep
-from ..metrics import QUEUE_DEPTH
+from ..metrics import QUEUE_DEPTH, exposition
 from ..openapi import Health, Readiness, ok, responses
 
 router = APIRouter(tags=["health"])
@@ -62,7 +62,7 @@ def metrics(jobs: JobsDep, settings: SettingsDep, request: Request) -> Response:
         QUEUE_DEPTH.set(jobs.redis.llen(settings.queue_name))
     except Exception:  # metrics must answer even when Redis does not
         pass
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _check_metrics_token(settings: Settings, authorization: str) -> None:

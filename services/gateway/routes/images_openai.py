@@ -31,11 +31,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from services.artifacts import artifact_store
 from services.errors import CODE_OF_ERROR_TYPE, ApiError, ErrorResponse
-from services.jobs import JobStore
+from services.jobs import AsyncJobStore
 from services.schemas import GenerationRequest, Job, JobStatus, RetrievalOptions, Text, limits
 from services.settings import Settings
 
-from ..deps import GenerationsDep, JobsDep, SettingsDep, UnmeteredTenant
+from ..deps import GenerationsDep, SettingsDep, UnmeteredTenant
 from ..metrics import JOBS_SUBMITTED
 from ..openapi import OPENAI_RESPONSES, ImagesResponse, OpenAIErrorBody, ok, responses
 from ..views import artifact_url
@@ -203,16 +203,15 @@ async def openai_generations(
     request: Request,
     tenant: UnmeteredTenant,
     service: GenerationsDep,
-    jobs: JobsDep,
     settings: SettingsDep,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> dict:
-    job, created = await asyncio.to_thread(service.submit, body.generation_request(), tenant, None, idempotency_key)
+    job, created = await service.submit(body.generation_request(), tenant, None, idempotency_key)
     if created:
         JOBS_SUBMITTED.labels(job.model).inc()
     client_gone = asyncio.ensure_future(_disconnect(request))
     try:
-        job = await _wait(job, jobs, settings.sync_wait_timeout_s, client_gone)
+        job = await _wait(job, service.store, settings.sync_wait_timeout_s, client_gone)
         # b64_json reads the PNGs from the artifact store (a disk or a bucket): off the event loop
         return await asyncio.to_thread(_images_response, job, body.response_format or "url", settings, str(request.base_url))
     except ApiError as exc:
@@ -234,7 +233,7 @@ async def _disconnect(request: Request) -> None:
         pass
 
 
-async def _wait(job: Job, jobs: JobStore, timeout_s: float, client_gone: asyncio.Future) -> Job:
+async def _wait(job: Job, jobs: AsyncJobStore, timeout_s: float, client_gone: asyncio.Future) -> Job:
     """The job once it is finished; 504 (still running) or 409 (canceled) or 500 (failed) otherwise."""
     deadline = time.monotonic() + timeout_s
     while not job.status.terminal:
@@ -243,7 +242,7 @@ async def _wait(job: Job, jobs: JobStore, timeout_s: float, client_gone: asyncio
         await asyncio.wait([client_gone], timeout=POLL_S)
         if client_gone.done():  # nobody to answer (status 499, as nginx logs it); the job goes on
             raise ApiError(499, "client_disconnected", f"the client left; job {job.id} goes on")
-        current = await asyncio.to_thread(jobs.get, job.internal_id)
+        current = await jobs.get(job.internal_id)
         if current is None:
             raise ApiError(500, "job_lost", f"the record of job {job.id} expired")
         job = current

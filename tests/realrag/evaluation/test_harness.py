@@ -134,5 +134,6 @@ def test_novel_objects_quick_run(tmp_path):
     sys.modules[spec.name] = bench  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(bench)
     lines = bench.findings(result)
-    assert lines[0].startswith("- Unseen objects, FID(reflective) / FID(no_rag)")
+    assert lines[0].startswith("- Unseen objects, identity accuracy no RAG")
+    assert any(line.startswith("- Reference sensitivity") for line in lines)
     assert any("reflective - standard" in line for line in lines)

@@ -85,7 +85,8 @@ def test_create_records_the_job_and_enqueues_one_task(gateway, corpus, redis_db,
     assert view["status"] == "queued"
     assert view["seeds"] == [7, 8]
     assert [r["id"] for r in view["references"]] == [corpus["red-car"]["id"]]
-    assert view["references"][0]["image_url"].startswith(f"/v1/artifacts/{corpus['red-car']['image_uri']}")  # signed
+    # signed, absolute under the request's base URL
+    assert view["references"][0]["image_url"].startswith(f"http://testserver/v1/artifacts/{corpus['red-car']['image_uri']}?")
     assert view["retriever"]["kind"] == "zero-shot"
     assert not {"request_hash", "internal_id", "tenant", "worker"} & set(view)
 

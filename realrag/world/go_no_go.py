@@ -133,7 +133,7 @@ def verdict(v1: dict | None, v2: dict) -> dict[str, bool]:
 
 def table(results: dict[str, dict]) -> str:
     names = list(results)
-    keys = list(next(iter(results.values())))
+    keys = list(dict.fromkeys(k for r in results.values() for k in r))
     lines = [f"| metric | {' | '.join(names)} |", "|---|" + "---|" * len(names)]
     for k in keys:
         lines.append(f"| {k} | " + " | ".join(f"{results[n].get(k, float('nan')):.3f}" for n in names) + " |")

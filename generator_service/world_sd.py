@@ -245,11 +245,15 @@ class WorldSDPipeline:
         text = self.text_encoder([prompt]).expand(n, -1, -1)
         uncond_text = self.text_encoder([negative_prompt or ""]).expand(n, -1, -1)
         ref = self.encode_references(references or []).expand(n, -1, -1)
-        no_ref = torch.zeros_like(ref)
+        return self._denoise(noise, text, uncond_text, ref, steps, guidance, ref_scale, on_step)
+
+    def _denoise(self, noise: torch.Tensor, text: torch.Tensor, uncond_text: torch.Tensor, ref: torch.Tensor,
+                 steps: int, guidance: float, ref_scale: float, on_step=None) -> torch.Tensor:
+        """The sampling loop: classifier-free guidance over (no text, no reference) vs (text, reference)."""
         set_reference_scale(self.unet, ref_scale)
         use_cfg = guidance != 1.0
         enc = torch.cat([uncond_text, text]) if use_cfg else text
-        refs = torch.cat([no_ref, ref]) if use_cfg else ref
+        refs = torch.cat([torch.zeros_like(ref), ref]) if use_cfg else ref
         global_ref = refs.mean(dim=1) * ref_scale  # several references: their mean
 
         scheduler = sample_scheduler(self.cfg)
@@ -281,23 +285,7 @@ class WorldSDPipeline:
         text = self.text_encoder(list(prompts))
         uncond_text = self.text_encoder([""]).expand(n, -1, -1)
         ref = torch.cat([self.encode_references([r] if r is not None else []) for r in references])
-        set_reference_scale(self.unet, ref_scale)
-        use_cfg = guidance != 1.0
-        enc = torch.cat([uncond_text, text]) if use_cfg else text
-        refs = torch.cat([torch.zeros_like(ref), ref]) if use_cfg else ref
-        global_ref = refs.mean(dim=1) * ref_scale
-        scheduler = sample_scheduler(self.cfg)
-        scheduler.set_timesteps(steps)
-        x = noise * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            model_in = torch.cat([x, x]) if use_cfg else x
-            out = self.unet(model_in, t, encoder_hidden_states=enc, class_labels=global_ref,
-                            added_cond_kwargs={"image_embeds": [refs]}).sample
-            if use_cfg:
-                uncond, cond = out.chunk(2)
-                out = uncond + guidance * (cond - uncond)
-            x = scheduler.step(out, t, x).prev_sample
-        return (x / 2 + 0.5).clamp(0, 1)
+        return self._denoise(noise, text, uncond_text, ref, steps, guidance, ref_scale)
 
     @torch.no_grad()
     def reference_embeddings(self, images: list[Image.Image]) -> torch.Tensor:

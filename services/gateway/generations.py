@@ -7,21 +7,22 @@ checks the queue depth and the tenant's limits; if the broker then refuses the m
 removed again and the client gets a 503.
 
 The request path is asynchronous (redis.asyncio, httpx.AsyncClient); only Celery's `send_task` is
-synchronous, so it runs in a worker thread. Cancelling, rare and racing the worker, stays on the
+synchronous, so it runs on a thread of its own. Cancelling, rare and racing the worker, stays on the
 synchronous `JobStore` (optimistic WATCH/MULTI).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import secrets
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import anyio
 import redis
 from celery import Celery
 
@@ -156,8 +157,12 @@ class GenerationService:
         self.store = AsyncJobStore.from_url(settings.redis_url, settings.job_ttl_s, socket_connect_timeout=2, socket_timeout=5)
         self.references = AsyncRetrieverClient.from_settings(settings)
         self.rate_limits = TenantRateLimits(settings, self.store.redis)
+        # Celery's send_task blocks (kombu, redis-py) and has no socket timeout: it runs off the event
+        # loop, on one thread of its own (one broker connection, no GIL contention between senders)
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="celery-send")
 
     async def aclose(self) -> None:
+        self._sender.shutdown(wait=False)
         await self.references.aclose()
         await self.store.aclose()
 
@@ -220,7 +225,7 @@ class GenerationService:
             ip_scale=resolved.ip_scale,
         )
         try:
-            await anyio.to_thread.run_sync(self._send, task)
+            await asyncio.get_running_loop().run_in_executor(self._sender, self._send, task)
         except Exception as exc:
             await self.store.delete(job, idempotency_key)
             if isinstance(exc, (redis.RedisError, OSError)) or type(exc).__module__.startswith("kombu"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import io
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from services.settings import get_settings
-from tests.conftest import TINY_CLIP, png_bytes
+from tests.conftest import png_bytes
+
+from .helpers import retriever_client
 
 MAX_UPLOAD_BYTES = 60_000
 MAX_UPLOAD_PIXELS = 128 * 128
@@ -17,24 +17,9 @@ MAX_UPLOAD_PIXELS = 128 * 128
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from retriever_service.app import app
-
-    data = tmp_path_factory.mktemp("retriever-app")
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            for name, value in {
-                "REALRAG_DATA_DIR": str(data),
-                "REALRAG_ENCODER_MODEL": TINY_CLIP,
-                "REALRAG_ENCODER_DEVICE": "cpu",
-                "REALRAG_MAX_UPLOAD_BYTES": str(MAX_UPLOAD_BYTES),
-                "REALRAG_MAX_UPLOAD_PIXELS": str(MAX_UPLOAD_PIXELS),
-            }.items():
-                env.setenv(name, value)
-            get_settings.cache_clear()
-            with TestClient(app) as test_client:
-                yield test_client
-    finally:
-        get_settings.cache_clear()
+    limits = {"max_upload_bytes": str(MAX_UPLOAD_BYTES), "max_upload_pixels": str(MAX_UPLOAD_PIXELS)}
+    with retriever_client(tmp_path_factory.mktemp("retriever-app"), **limits) as test_client:
+        yield test_client
 
 
 def photo(color: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> bytes:

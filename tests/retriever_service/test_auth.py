@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from retriever_service.auth import check
 from services.errors import ApiError
-from services.settings import Settings, get_settings
-from tests.conftest import TINY_CLIP, png_bytes
+from services.settings import Settings
+from tests.conftest import png_bytes
+
+from .helpers import retriever_client
 
 SERVICE = "service-token-123"
 ADMIN = "admin-token-456"
@@ -17,24 +18,8 @@ ADMIN = "admin-token-456"
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    from retriever_service.app import app
-
-    data = tmp_path_factory.mktemp("retriever-auth")
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            for name, value in {
-                "REALRAG_DATA_DIR": str(data),
-                "REALRAG_ENCODER_MODEL": TINY_CLIP,
-                "REALRAG_ENCODER_DEVICE": "cpu",
-                "REALRAG_RETRIEVER_TOKEN": SERVICE,
-                "REALRAG_RETRIEVER_ADMIN_TOKEN": ADMIN,
-            }.items():
-                env.setenv(name, value)
-            get_settings.cache_clear()
-            with TestClient(app) as test_client:
-                yield test_client
-    finally:
-        get_settings.cache_clear()
+    with retriever_client(tmp_path_factory.mktemp("retriever-auth"), retriever_token=SERVICE, retriever_admin_token=ADMIN) as test_client:
+        yield test_client
 
 
 def bearer(token: str) -> dict[str, str]:

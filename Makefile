@@ -5,7 +5,7 @@ PIP := $(VENV)/bin/pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test lint test-fast redis bench-smoke clean
+.PHONY: install run test lint test-fast redis test-tools bench-smoke clean
 
 install: $(VENV)/.installed
 
@@ -23,13 +23,17 @@ run: install
 redis: install
 	PY=$(PY) scripts/ensure-redis.sh
 
+# chromium (page tests) and wrk (load smoke test) from Debian's packages when missing
+test-tools:
+	scripts/ensure-test-tools.sh
+
 # Layers (import-linter contracts in pyproject.toml), lint and types; part of `make test`.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/mypy
 
-test: install redis lint
+test: install redis test-tools lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # Everything that does not start the real stack (uvicorn processes, a Celery worker): seconds, not minutes.

@@ -35,9 +35,11 @@ async def lifespan(app: FastAPI):
     app.state.settings = settings
     app.state.jobs = jobs
     app.state.retriever = retriever
-    app.state.generations = GenerationService(settings, jobs, retriever, producer_app(settings))
+    generations = GenerationService(settings, jobs, retriever, producer_app(settings))
+    app.state.generations = generations
     app.openapi_schema = None  # documented limits are this run's settings
     yield
+    await generations.aclose()
     retriever.close()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from limits import RateLimitItemPerMinute
@@ -29,9 +30,9 @@ def too_many(code: str, message: str, retry_after_s: int, **details: object) -> 
 class TenantRateLimits:
     def __init__(self, settings: Settings, client: aioredis.Redis) -> None:
         self.enabled = settings.auth_enabled
-        storage = RedisStorage(
-            f"async+{settings.redis_url}", implementation="redispy", connection_pool=client.connection_pool, key_prefix="realrag:limits"
-        )
+        # the job store's pool (limits types its pass-through options as scalars only)
+        pool: Any = client.connection_pool
+        storage = RedisStorage(f"async+{settings.redis_url}", implementation="redispy", connection_pool=pool, key_prefix="realrag:limits")
         self.limiter = MovingWindowRateLimiter(storage)
 
     async def hit(self, tenant: Tenant) -> None:

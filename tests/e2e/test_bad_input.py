@@ -58,7 +58,8 @@ def test_retriever_unreachable_is_503_and_no_job_is_left(stack_env):
 def test_redis_unreachable_is_503(stack_env):
     proc, url = _start_gateway({**stack_env, "REALRAG_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     try:
-        response = httpx.post(f"{url}/v1/generations", json={"prompt": "ok"})
+        # retrieval off: references are fetched before the job is stored, and this test is about Redis
+        response = httpx.post(f"{url}/v1/generations", json={"prompt": "ok", "retrieval": {"enabled": False}})
         assert response.status_code == 503
         assert response.json()["error"]["code"] in ("redis_unavailable", "broker_unavailable")
         assert "Redis" in response.json()["error"]["message"]

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, File, Form, Request, Response, UploadFile
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel
 
+from services.batching import MicroBatcher
 from services.errors import ApiError, install_error_handlers
 from services.images import ImageRejected
 from services.schemas import (
@@ -29,7 +30,6 @@ from services.schemas import (
 from services.settings import get_settings
 
 from .auth import require_token
-from .batching import MicroBatcher
 from .encoder import set_torch_threads
 from .index import InvalidFilter
 from .service import DeployedTowerUnavailable, Retriever, UnknownRetriever

@@ -17,6 +17,7 @@ DESCRIPTIONS = {
     "collection_alias": "alias the retriever reads; collections behind it are versioned",
     "retriever_url": "where the gateway reaches the retriever",
     "retriever_timeout_s": "gateway → retriever timeout",
+    "retriever_max_connections": "gateway → retriever connections per process for job submissions (few on purpose)",
     "encoder_model": "open_clip model name or a path to an open_clip config JSON",
     "encoder_pretrained": "open_clip pretrained tag or local checkpoint; empty = random init",
     "encoder_device": "auto / cpu / cuda / cuda:N",

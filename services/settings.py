@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # --- Retriever (open_clip) -------------------------------------------------------------
     retriever_url: str = "http://127.0.0.1:8001"
     retriever_timeout_s: float = Field(10.0, gt=0)
+    # Connections each gateway process keeps to the retriever for job submissions. Few on purpose:
+    # httpcore 1.0 polls every pooled socket on every request (encode/httpcore#924), and the retriever
+    # batches whatever waits, so more connections cost the gateway CPU and buy no throughput.
+    retriever_max_connections: int = Field(8, ge=1)
     encoder_model: str = "ViT-B-32"
     # An open_clip pretrained tag (e.g. laion2b_s34b_b79k), a local checkpoint file, or empty
     # for random initialisation (tests and the offline demo).

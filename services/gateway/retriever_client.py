@@ -91,14 +91,15 @@ class AsyncRetrieverClient:
     """The calls a job submission makes (search, get_image), on httpx.AsyncClient: `RetrieverClient`'s
     semantics, the event loop never blocked on the retriever."""
 
-    def __init__(self, base_url: str, timeout_s: float, token: str | None = None) -> None:
+    def __init__(self, base_url: str, timeout_s: float, token: str | None = None, max_connections: int = 8) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, follow_redirects=False, headers=headers)
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, follow_redirects=False, headers=headers, limits=limits)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncRetrieverClient:
         token = settings.retriever_token.get_secret_value() if settings.retriever_token else None
-        return cls(settings.retriever_url, settings.retriever_timeout_s, token=token)
+        return cls(settings.retriever_url, settings.retriever_timeout_s, token=token, max_connections=settings.retriever_max_connections)
 
     async def _call(self, method: str, path: str, *, missing_ok: bool = False, **kwargs: Any) -> httpx.Response:
         try:

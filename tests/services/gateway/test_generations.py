@@ -4,6 +4,7 @@ status, cancel and events; bad input is a clear 4xx that leaves nothing behind."
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -112,6 +113,18 @@ def test_create_records_the_job_and_enqueues_one_task(gateway, corpus, redis_db,
     assert fetched.status_code == 200
     assert fetched.json()["id"] == view["id"] and fetched.json()["status"] == "queued"
     assert fetched.json()["progress"]["fraction"] == 0.0
+
+
+def test_concurrent_submissions_are_each_enqueued_once(gateway, redis_db, queue_name):
+    """Tasks that wait while a batch is sent go in the next batch (one pipeline): none lost, none twice."""
+    body = {"prompt": "a red car", "retrieval": {"enabled": False}}
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        responses = list(pool.map(lambda seed: gateway.post("/v1/generations", json={**body, "seed": seed}), range(48)))
+    assert [r.status_code for r in responses] == [202] * 48
+    internal_ids = {internal_id(redis_db, r.json()["id"]) for r in responses}
+    messages = queued_messages(redis_db, queue_name)
+    assert len(messages) == 48 and {m["id"] for m in messages} == internal_ids
+    assert sorted(GenerateTask.model_validate(m["args"][0]).seeds[0] for m in messages) == list(range(48))
 
 
 def test_retrieval_off_and_explicit_references(gateway, corpus, redis_db, queue_name):

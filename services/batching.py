@@ -1,9 +1,10 @@
 """Micro-batching of concurrent requests: one blocking call per batch, on one dedicated thread.
 
 Requests that arrive while a batch runs wait together and form the next batch, so a busy service
-encodes many queries per forward pass and an idle one adds no delay (no timer). The blocking call
-runs on a single-thread executor: the event loop keeps accepting and parsing requests meanwhile, and
-torch sees one caller at a time.
+pays one call per batch (the retriever: one encoder forward pass; the gateway: one broker pipeline)
+and an idle one adds no delay (no timer). The blocking call runs on a single-thread executor: the
+event loop keeps accepting and parsing requests meanwhile, and the library behind the call (torch,
+kombu) sees one caller at a time.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ removed again and the client gets a 503.
 
 The request path is asynchronous (redis.asyncio, httpx.AsyncClient); only Celery's `send_task` is
 synchronous, so it runs on a thread of its own, and the tasks that wait while one batch is sent go
-together in the next, in one Redis pipeline (kombu's `Producer.batch`). Cancelling, rare and racing the worker, stays on the
-synchronous `JobStore` (optimistic WATCH/MULTI).
+together in the next, in one Redis pipeline (kombu's `Producer.batch`). Cancelling, rare and racing
+the worker, stays on the synchronous `JobStore` (optimistic WATCH/MULTI).
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ Quick run (same code paths, tiny settings, a few minutes; checks plumbing, not n
 
     python benchmarks/novel_objects.py --quick --out /tmp/novel-quick
 
-Stages: render the world -> base world CLIP (zero-shot arm) -> evaluator -> world-sd generator
-(seen classes only) -> standard and reflective retrievers (``realrag.training``, via
-``train_arm``) -> ``realrag eval`` with arms no_rag / zero_shot / standard / reflective.
+Stages: render the world -> base world CLIP (zero-shot arm) -> evaluator -> world-sd v1 (seen
+classes only, the base) -> world-sd v2 fine-tuned from it on the test condition (invented names,
+generic prompts, the reference photo as input; ``realrag.world.train_generator_v2``) -> standard and
+reflective retrievers (``realrag.training``, via ``train_arm``, mining with v2) -> ``realrag eval``
+with arms no_rag / zero_shot / standard / reflective. ``--install-assets`` installs v2 as world-sd
+(the v1 base is not kept: the assets stay within 20 MB).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from realrag.world.catalog import PROMPT_TEMPLATE, WorldConfig  # noqa: E402
 RESULTS_JSON = REPO / "benchmarks" / "results" / "novel_objects.json"
 DOCS_DIR = REPO / "docs" / "results"
 ARMS = ("no_rag", "zero_shot", "standard", "reflective")
+GEN_V2_STEPS = 1500
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,9 @@ class Budget:
     evaluator_steps: int
     generator_steps: int
     generator_time_budget_s: float | None
+    generator_v2_steps: int
+    identity_steps: int
+    identity_batch: int
     retriever_epochs: int
     retriever_batch_size: int
     retriever_lr: float
@@ -62,18 +69,21 @@ class Budget:
 
 
 FULL = Budget(world=WorldConfig(), clip_steps=500, evaluator_steps=800, generator_steps=3000,
-              generator_time_budget_s=None, retriever_epochs=60, retriever_batch_size=8, retriever_lr=2e-4,
+              generator_time_budget_s=None, generator_v2_steps=GEN_V2_STEPS, identity_steps=300, identity_batch=256,
+              retriever_epochs=60, retriever_batch_size=8, retriever_lr=2e-4,
               sample_steps=20, images_per_prompt=6, eval_steps=20, bootstrap=200)
 QUICK = Budget(world=WorldConfig.quick(), clip_steps=20, evaluator_steps=20, generator_steps=6,
-               generator_time_budget_s=None, retriever_epochs=1, retriever_batch_size=8, retriever_lr=2e-4,
+               generator_time_budget_s=None, generator_v2_steps=3, identity_steps=2, identity_batch=16,
+               retriever_epochs=1, retriever_batch_size=8, retriever_lr=2e-4,
                sample_steps=2, images_per_prompt=2, eval_steps=2, bootstrap=20)
 
 
 def train_arm(kind: str, *, data_dir: Path, generator, generator_key: str, clip_config: Path, clip_weights: Path,
-              work_dir: Path, epochs: int, batch_size: int, lr: float, sample_steps: int, seed: int = 0) -> Path:
-    """Train one retriever arm with the issue-4 pipeline (``realrag.training``) and
-    return its checkpoint. ``standard`` = in-batch negatives only; ``reflective`` = plus the
-    negatives mined with ``generator``. Both arms share the work dir (samples, mining cache)."""
+              work_dir: Path, epochs: int, batch_size: int, lr: float, sample_steps: int, seed: int = 0):
+    """Train one retriever arm with the issue-4 pipeline (``realrag.training``) and return the
+    pipeline's result (``.weights``: its checkpoint; ``.samples``/``.mined``: what mining saw and picked).
+    ``standard`` = in-batch negatives only; ``reflective`` = plus the negatives mined with
+    ``generator``. Both arms share the work dir (samples, mining cache)."""
     from realrag.training import TrainConfig
     from realrag.training.pipeline import run_pipeline
 
@@ -89,7 +99,44 @@ def train_arm(kind: str, *, data_dir: Path, generator, generator_key: str, clip_
     result = run_pipeline(config, generator=generator)
     if result.weights is None:
         raise RuntimeError(f"the retriever pipeline exported nothing for arm {kind!r}")
-    return result.weights
+    return result
+
+
+def mining_examples(result, world, path: Path, rows: int = 8, scale: int = 3) -> dict:
+    """What reflective mining picked, for unseen objects: a grid (real photo | the generator's sample
+    | the mined negative, the real photo nearest to that sample among other objects) and how often the
+    top negative is a sibling of the same product line, another unseen object, or a seen object."""
+    from PIL import Image, ImageDraw
+
+    classes = {c.slug: c for c in world.classes}
+    unseen = {c.slug for c in world.unseen}
+    ds, mined, samples = result.dataset, result.mined, result.samples
+    prompts = [p for p in ds.prompts if p.object_id in unseen and mined.negatives.get(p.id)]
+    kinds = {"sibling": 0, "other unseen": 0, "other seen": 0}
+    for p in prompts:
+        for n in mined.negatives[p.id]:
+            neg = classes[ds.image(n["image_id"]).object_id]
+            kinds["sibling" if neg.line == classes[p.object_id].line else
+                  "other unseen" if neg.slug in unseen else "other seen"] += 1
+    total = sum(kinds.values()) or 1
+    picks = prompts[:: max(1, len(prompts) // rows)][:rows]
+    cell, label_w = 32 * scale, 250
+    grid = Image.new("RGB", (label_w + 3 * cell, 14 + len(picks) * cell), "white")
+    draw = ImageDraw.Draw(grid)
+    for k, head in enumerate(("real photo", "generated", "mined negative")):
+        draw.text((label_w + k * cell + 2, 1), head, fill="black")
+    for r, p in enumerate(picks):
+        neg = mined.negatives[p.id][0]
+        sample = samples.paths(p.id)[neg.get("sample", 0)]
+        y = 14 + r * cell
+        for k, file in enumerate((ds.image(p.positives[0]).path, sample, ds.image(neg["image_id"]).path)):
+            grid.paste(Image.open(file).convert("RGB").resize((cell, cell), Image.Resampling.NEAREST),
+                       (label_w + k * cell, y))
+        draw.text((2, y + 4), classes[p.object_id].name, fill="black")
+        draw.text((2, y + 20), "negative: " + classes[ds.image(neg["image_id"]).object_id].name, fill="gray")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid.save(path)
+    return {"prompts": len(prompts), "negatives": total, "share": {k: round(v / total, 3) for k, v in kinds.items()}}
 
 
 def _log(msg: str) -> None:
@@ -107,6 +154,7 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
     from realrag.world.train_clip import train_world_clip
     from realrag.world.train_evaluator import train_world_evaluator
     from realrag.world.train_generator import train_world_generator
+    from realrag.world.train_generator_v2 import train_world_generator_v2
     from services.registry import get_spec
 
     torch.set_num_threads(threads)
@@ -139,25 +187,33 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
                                                threads=threads, log=_log)
     stage("train_evaluator", t)
 
-    gen_dir = models / "world-sd"
+    base_dir, gen_dir = models / "world-sd-v1", models / "world-sd"
     t = time.time()
-    stats["generator"] = train_world_generator(
-        world, gen_dir, steps=budget.generator_steps,
+    stats["generator_v1"] = train_world_generator(
+        world, base_dir, steps=budget.generator_steps,
         batch_size=8 if quick else 32, seed=seed, threads=threads, time_budget_s=budget.generator_time_budget_s,
         log=_log)
-    stage("train_generator", t)
+    stage("train_generator_v1", t)
+    t = time.time()
+    stats["generator"] = train_world_generator_v2(
+        world, gen_dir, init=base_dir, steps=budget.generator_v2_steps, batch_size=8 if quick else 32,
+        identity_steps=budget.identity_steps, identity_batch=budget.identity_batch, ema_decay=0.995, seed=seed,
+        threads=threads, log=_log)
+    stage("train_generator_v2", t)
 
     spec = get_spec("world-sd").model_copy(update={"source": str(gen_dir)})
     generator = world_family.load(spec, "cpu")
-    checkpoints = {}
+    checkpoints, trained = {}, {}
     for kind in ("standard", "reflective"):
         t = time.time()
-        checkpoints[kind] = train_arm(
+        trained[kind] = train_arm(
             kind, data_dir=world.split_dir("train"), generator=generator, generator_key="world-sd",
             clip_config=clip_config, clip_weights=clip_weights, work_dir=out / "retrievers",
             epochs=budget.retriever_epochs, batch_size=budget.retriever_batch_size, lr=budget.retriever_lr,
             sample_steps=budget.sample_steps, seed=seed)
+        checkpoints[kind] = trained[kind].weights
         stage(f"train_{kind}", t)
+    mining = mining_examples(trained["reflective"], world, out / "eval" / "mining.png")
 
     t = time.time()
     cfg = EvalConfig(
@@ -177,6 +233,7 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
     result["date"] = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     result["stages_seconds"] = timings
     result["training"] = stats
+    result["mining"] = mining
     result["world"] = {"config": budget.world.as_dict(), "classes": len(world.classes), "seen": len(world.seen),
                        "unseen": len(world.unseen)}
     result["budget"] = {k: (v if not isinstance(v, WorldConfig) else "see world.config")
@@ -201,10 +258,16 @@ part). Names are invented ("Brand Line Variant"), drawn independently of the des
 line share "Brand Line", as real product families do. Unseen objects are 4 whole lines (novel
 objects) plus one variant of each other line (a novel variant next to seen siblings).
 
-- **world-sd** (the generator) trained on seen objects only: the 36 seen catalogue objects by name,
-  plus anonymous random designs (never within one attribute of an unseen object) prompted
-  generically, each with another photo of the same object as reference (dropped at random). Its text
-  encoder never read an unseen name and its UNet never drew an unseen object.
+- **world-sd** (the generator) trained on seen objects only: v1, the 36 seen catalogue objects by
+  name plus anonymous random designs (never within one attribute of an unseen object) prompted
+  generically, each with another photo of the same object as reference (dropped at random); then
+  **v2**, fine-tuned from v1 on the test condition: anonymous designs named with invented words
+  (never the words of an unseen name), generic prompts, now and then a seen name on another object's
+  photo, text dropped while the reference is kept. v2 reads the reference three ways: the photo as
+  extra UNet input channels, spatial tokens through a resampler (decoupled cross-attention), and a
+  pooled embedding (timestep); its reference encoder was trained alone for identity (InfoNCE over
+  two photos of one object) and then frozen. Sampling uses two-way guidance (reference weight 5,
+  text weight 3). Its text encoder never read an unseen name and its UNet never drew an unseen object.
 - **world CLIP** (the zero-shot arm, and the base the retrievers fine-tune) trained on "web" photos
   of all objects whose captions mostly describe attributes, name the object only 30 % of the time,
   and are about another object 15 % of the time.
@@ -265,6 +328,17 @@ def findings(result: dict) -> list[str]:
     return out
 
 
+def mining_note(mining: dict | None) -> str:
+    if not mining:
+        return ""
+    share = mining["share"]
+    return (f"For each prompt of an unseen object, the reflective negatives are the real photos nearest to what "
+            f"world-sd drew, among other objects ({mining['negatives']} negatives over {mining['prompts']} unseen-object "
+            f"prompts): a sibling of the same product line {share['sibling']:.0%}, another unseen object "
+            f"{share['other unseen']:.0%}, a seen object {share['other seen']:.0%}. Rows below: the object's name, a "
+            "real photo, the generator's sample and the negative mined from it.")
+
+
 def publish(result: dict, eval_dir: Path, notes: str = "") -> None:
     """Commit-ready outputs: the results JSON and docs/results/novel-objects.md with its images."""
     from realrag.evaluation.report import markdown_table, strict_json
@@ -276,6 +350,7 @@ def publish(result: dict, eval_dir: Path, notes: str = "") -> None:
     shutil.copyfile(eval_dir / "bars.png", DOCS_DIR / "novel-objects-bars.png")
     if (eval_dir / "reference_grid.png").is_file():
         shutil.copyfile(eval_dir / "reference_grid.png", DOCS_DIR / "novel-objects-reference-grid.png")
+    shutil.copyfile(eval_dir / "mining.png", DOCS_DIR / "novel-objects-mining.png")
     doc = [
         "# Novel objects: does retrieving real photos of an unseen object make it real?", "",
         f"Command: `{result['command']}`  ", f"Date: {result['date']}; wall time {result['seconds'] / 60:.1f} min "
@@ -285,6 +360,8 @@ def publish(result: dict, eval_dir: Path, notes: str = "") -> None:
         "![prompt | real photo | per arm: retrieved reference, outputs](novel-objects-grid.png)", "",
         "![metrics with 95% intervals, resampled by prompt](novel-objects-bars.png)", "",
         "![reference sensitivity: right reference | wrong reference | none](novel-objects-reference-grid.png)", "",
+        "## What reflective mining picked", "", mining_note(result.get("mining")), "",
+        "![unseen object | real photo | the generator's sample | its mined negative](novel-objects-mining.png)", "",
         f"Intervals: {result.get('interval_method', '')}", "", WORLD_NOTE,
     ]
     (DOCS_DIR / "novel-objects.md").write_text("\n".join(doc))

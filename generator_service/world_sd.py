@@ -105,12 +105,13 @@ class WorldTextEncoder(nn.Module):
         return self.model(input_ids=ids).last_hidden_state
 
 
-def build_unet(cfg: WorldSDConfig) -> UNet2DConditionModel:
-    """The UNet with decoupled (IP-Adapter) cross-attention wired exactly as ``load_ip_adapter`` does."""
+def build_unet(cfg: WorldSDConfig, in_channels: int = 3) -> UNet2DConditionModel:
+    """The UNet with decoupled (IP-Adapter) cross-attention wired exactly as ``load_ip_adapter`` does.
+    ``in_channels`` > 3: extra input channels concatenated to the noisy image (v2: the reference photo)."""
     n = len(cfg.block_out_channels)
     unet = UNet2DConditionModel(
         sample_size=cfg.image_size,
-        in_channels=3,
+        in_channels=in_channels,
         out_channels=3,
         block_out_channels=cfg.block_out_channels,
         layers_per_block=cfg.layers_per_block,

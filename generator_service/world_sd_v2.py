@@ -9,6 +9,10 @@ reference pathway and the guidance:
 * the tokens go through a small perceiver resampler (``IPAdapterPlusImageProjection``, the
   IP-Adapter Plus projection) into ``ref_tokens`` tokens for the decoupled cross-attention; the
   pooled embedding still joins the timestep embedding, as in v1.
+* the reference photo itself is concatenated to the noisy image as three more input channels
+  (InstructPix2Pix's image conditioning; zeros = no reference). World photos keep the object near
+  the centre at a similar scale, so the UNet can carry colour, pattern and parts across directly;
+  with several references the first (best-ranked) one is concatenated, all of them are attended to.
 * two-way classifier-free guidance (InstructPix2Pix style) with separate reference and text weights:
   ``e(0,0) + w_ref (e(0,r) - e(0,0)) + w_text (e(t,r) - e(0,r))``; the reference weight defaults
   above the text weight so a retrieved photo can override what an unfamiliar name suggests.
@@ -50,6 +54,7 @@ class WorldSDv2Config(WorldSDConfig):
     resampler_heads: int = 4
     id_dim: int = 128  # identity head (InfoNCE) output
     ref_guidance: float = 5.0  # two-way guidance: reference weight (the text weight is the call's `guidance`)
+    reference_channels: int = 3  # the reference photo concatenated to the UNet input (0: tokens only)
 
 
 class SpatialReferenceEncoder(nn.Module):
@@ -90,8 +95,9 @@ class SpatialReferenceEncoder(nn.Module):
 
 
 def build_unet_v2(cfg: WorldSDv2Config) -> UNet2DConditionModel:
-    """v1's UNet with the reference projection replaced by a perceiver resampler over spatial tokens."""
-    unet = build_unet(cfg)
+    """v1's UNet (plus the reference photo's input channels) with the reference projection replaced by a
+    perceiver resampler over spatial tokens."""
+    unet = build_unet(cfg, in_channels=3 + cfg.reference_channels)
     token_dim = 4 * cfg.ref_width
     unet.encoder_hid_proj = MultiIPAdapterImageProjection([IPAdapterPlusImageProjection(
         embed_dims=token_dim, output_dims=cfg.text_width, hidden_dims=token_dim, depth=cfg.resampler_depth,
@@ -101,6 +107,11 @@ def build_unet_v2(cfg: WorldSDv2Config) -> UNet2DConditionModel:
 
 def build_components(cfg: WorldSDv2Config) -> tuple[UNet2DConditionModel, SpatialReferenceEncoder, WorldTextEncoder]:
     return build_unet_v2(cfg), SpatialReferenceEncoder(cfg.ref_width, cfg.ref_embed_dim, cfg.id_dim), WorldTextEncoder(cfg)
+
+
+def unet_input(x: torch.Tensor, ref_image: torch.Tensor, cfg: WorldSDv2Config) -> torch.Tensor:
+    """The noisy image with the reference photo (in [-1, 1]; zeros = none) as extra channels."""
+    return torch.cat([x, ref_image], dim=1) if cfg.reference_channels else x
 
 
 def unet_kwargs(text: torch.Tensor, pooled: torch.Tensor, tokens: torch.Tensor) -> dict:
@@ -125,16 +136,18 @@ class WorldSDv2Pipeline(WorldSDPipeline):
         return cls(cfg, unet, ref_encoder, text_encoder, device)
 
     @torch.no_grad()
-    def encode_references(self, references: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
-        """(pooled (1, ref_embed_dim), tokens (1, k, n, d)); zeros stand for "no reference" (as trained).
-        Several references: pooled embeddings are averaged, token sets are concatenated."""
-        n_tok, dim = 64 + 16, self.ref_encoder.token_dim
+    def encode_references(self, references: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        """(pooled (1, ref_embed_dim), tokens (1, k, n, d), photo (1, 3, H, W) in [-1, 1]); zeros stand for
+        "no reference" (as trained). Several references: pooled embeddings are averaged, token sets are
+        concatenated, the first photo is the one concatenated to the UNet input."""
+        n_tok, dim, size = 64 + 16, self.ref_encoder.token_dim, self.cfg.image_size
         if not references:
             return (torch.zeros(1, self.cfg.ref_embed_dim, device=self.device),
-                    torch.zeros(1, 1, n_tok, dim, device=self.device))
-        x = images_to_tensor(references, self.cfg.image_size).to(self.device)
+                    torch.zeros(1, 1, n_tok, dim, device=self.device),
+                    torch.zeros(1, 3, size, size, device=self.device))
+        x = images_to_tensor(references, size).to(self.device)
         pooled, tokens = self.ref_encoder(x)
-        return pooled.mean(0, keepdim=True), tokens.unsqueeze(0)
+        return pooled.mean(0, keepdim=True), tokens.unsqueeze(0), x[:1] * 2 - 1
 
     @torch.no_grad()
     def identity_embeddings(self, images: list[Image.Image], batch: int = 256) -> torch.Tensor:
@@ -156,8 +169,8 @@ class WorldSDv2Pipeline(WorldSDPipeline):
                  negative_prompt: str | None = None, ref_guidance: float | None = None) -> torch.Tensor:
         if not seeds:
             raise ValueError("at least one seed is required")
-        pooled, tokens = self.encode_references(references or [])
-        return self._sample([prompt] * len(seeds), pooled, tokens, bool(references), seeds, steps, guidance,
+        pooled, tokens, photo = self.encode_references(references or [])
+        return self._sample([prompt] * len(seeds), pooled, tokens, photo, bool(references), seeds, steps, guidance,
                             ref_scale, ref_guidance, negative_prompt, on_step)
 
     @torch.no_grad()
@@ -169,11 +182,12 @@ class WorldSDv2Pipeline(WorldSDPipeline):
         if not (len(prompts) == len(references) == len(seeds)) or not seeds:
             raise ValueError("prompts, references and seeds must be non-empty and of equal length")
         enc = [self.encode_references([r] if r is not None else []) for r in references]
-        pooled, tokens = torch.cat([e[0] for e in enc]), torch.cat([e[1] for e in enc])
-        return self._sample(list(prompts), pooled, tokens, any(r is not None for r in references), seeds, steps,
+        pooled, tokens, photo = (torch.cat([e[i] for e in enc]) for i in range(3))
+        return self._sample(list(prompts), pooled, tokens, photo, any(r is not None for r in references), seeds, steps,
                             guidance, ref_scale, ref_guidance)
 
-    def _sample(self, prompts: list[str], pooled: torch.Tensor, tokens: torch.Tensor, has_ref: bool, seeds: list[int],
+    def _sample(self, prompts: list[str], pooled: torch.Tensor, tokens: torch.Tensor, photo: torch.Tensor, has_ref: bool,
+                seeds: list[int],
                 steps: int, guidance: float, ref_scale: float, ref_guidance: float | None,
                 negative_prompt: str | None = None, on_step=None) -> torch.Tensor:
         if steps < 1:
@@ -186,23 +200,22 @@ class WorldSDv2Pipeline(WorldSDPipeline):
         text = self.text_encoder(prompts)
         uncond_text = self.text_encoder([negative_prompt or ""]).expand(n, -1, -1)
         pooled, tokens = pooled.expand(n, -1) * ref_scale, tokens.expand(n, -1, -1, -1)
-        null_pooled, null_tokens = torch.zeros_like(pooled), torch.zeros_like(tokens)
+        photo = photo.expand(n, -1, -1, -1) * ref_scale
+        null = (torch.zeros_like(pooled), torch.zeros_like(tokens), torch.zeros_like(photo))
         set_reference_scale(self.unet, ref_scale)
         # branches, in order: (text, ref) always; (no text, ref) and (no text, no ref) as guidance needs
-        branches = [(text, pooled, tokens)]
+        branches = [(text, pooled, tokens, photo)]
         if (has_ref and w_ref != 1.0) or guidance != 1.0:
             if has_ref:
-                branches.append((uncond_text, pooled, tokens))
-            branches.append((uncond_text, null_pooled, null_tokens))
-        enc = torch.cat([b[0] for b in branches])
-        pool = torch.cat([b[1] for b in branches])
-        toks = torch.cat([b[2] for b in branches])
+                branches.append((uncond_text, pooled, tokens, photo))
+            branches.append((uncond_text, *null))
+        enc, pool, toks, photos = (torch.cat([b[i] for b in branches]) for i in range(4))
 
         scheduler = sample_scheduler(self.cfg)
         scheduler.set_timesteps(steps)
         x = noise * scheduler.init_noise_sigma
         for i, t in enumerate(scheduler.timesteps):
-            model_in = torch.cat([x] * len(branches))
+            model_in = unet_input(torch.cat([x] * len(branches)), photos, self.cfg)
             out = self.unet(model_in, t, **unet_kwargs(enc, pool, toks)).sample.chunk(len(branches))
             if len(branches) == 1:
                 pred = out[0]

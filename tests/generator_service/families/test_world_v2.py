@@ -8,7 +8,7 @@ import torch
 from generator_service.families import world
 from generator_service.tiny.world import build_pipeline as build_tiny_v1
 from generator_service.world_sd import WorldSDPipeline, load_pipeline
-from generator_service.world_sd_v2 import WorldSDv2Config, WorldSDv2Pipeline, build_components, unet_kwargs
+from generator_service.world_sd_v2 import WorldSDv2Config, WorldSDv2Pipeline, build_components, unet_input, unet_kwargs
 from realrag.world import GENERATOR_DIR
 from services.registry import ModelSpec
 from tests.generator_service.families.helpers import (
@@ -61,7 +61,9 @@ def test_components_have_the_documented_shapes():
     ident = ref_encoder.identity(pooled)
     assert ident.shape == (3, cfg.id_dim) and torch.allclose(ident.norm(dim=-1), torch.ones(3), atol=1e-5)
     text = text_encoder(["a photo of a Zork", "", "a photo of a product"])
-    out = unet(torch.randn(3, 3, 32, 32), torch.tensor([10, 500, 999]), **unet_kwargs(text, pooled, tokens.unsqueeze(1))).sample
+    assert unet.config.in_channels == 6  # noisy image + the reference photo
+    model_in = unet_input(torch.randn(3, 3, 32, 32), x * 2 - 1, cfg)
+    out = unet(model_in, torch.tensor([10, 500, 999]), **unet_kwargs(text, pooled, tokens.unsqueeze(1))).sample
     assert out.shape == (3, 3, 32, 32)
     projected = unet.encoder_hid_proj([tokens.unsqueeze(1)])[0]
     assert projected.shape == (3, 1, cfg.ref_tokens, cfg.text_width)  # the resampler's queries

@@ -127,8 +127,12 @@ def test_novel_objects_quick_run(tmp_path):
     assert {"command", "seconds", "date"} <= set(result) and "--quick" in result["command"]
     sources = result["setup"]["arm_sources"]
     assert "text tower" in sources["standard"] and "text tower" in sources["reflective"]
-    for name in ("grid.png", "bars.png", "report.md"):
+    for name in ("grid.png", "bars.png", "report.md", "mining.png"):
         assert (out / "eval" / name).is_file()
+    assert result["training"]["generator"]["steps"] == 3  # world-sd v2, fine-tuned from the v1 base
+    assert json.loads((out / "models" / "world-sd" / "config.json").read_text())["version"] == 2
+    mining = result["mining"]
+    assert mining["prompts"] > 0 and abs(sum(mining["share"].values()) - 1) < 0.01
     spec = importlib.util.spec_from_file_location("novel_objects", REPO / "benchmarks" / "novel_objects.py")
     bench = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = bench  # dataclasses resolve string annotations through sys.modules

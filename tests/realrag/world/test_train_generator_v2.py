@@ -9,7 +9,7 @@ import torch
 
 from generator_service.tiny.world import build_pipeline as build_tiny_v1
 from generator_service.world_sd import load_pipeline
-from generator_service.world_sd_v2 import WorldSDv2Config, WorldSDv2Pipeline
+from generator_service.world_sd_v2 import WorldSDv2Config, WorldSDv2Pipeline, build_components
 from realrag.world.catalog import GENERIC_PROMPT
 from realrag.world.train_generator_v2 import (
     InventedNames,
@@ -18,6 +18,7 @@ from realrag.world.train_generator_v2 import (
     invented_words,
     seen_brand_words,
     train_world_generator_v2,
+    warm_start,
 )
 
 
@@ -62,6 +63,16 @@ def test_trains_from_a_v1_warm_start_and_saves_v2(tiny_world, tmp_path):
     assert isinstance(pipe, WorldSDv2Pipeline)
     x = pipe(GENERIC_PROMPT, seeds=[0, 1], references=[], steps=2)
     assert x.shape == (2, 3, 32, 32)
+
+
+def test_warm_start_widens_v1_input_conv_with_zero_reference_channels(tmp_path):
+    v1 = build_tiny_v1()
+    cfg = WorldSDv2Config(**{**v1.cfg.__dict__, "ref_tokens": 4, "resampler_heads": 2, "id_dim": 8})
+    modules = build_components(cfg)
+    warm_start(v1.save(tmp_path / "v1"), cfg, modules, log=lambda *_: None)
+    w_v1, w_v2 = load_pipeline(tmp_path / "v1").unet.conv_in.weight, modules[0].conv_in.weight
+    assert w_v2.shape[1] == 3 + cfg.reference_channels
+    assert torch.equal(w_v2[:, :3], w_v1) and not w_v2[:, 3:].any()  # the photo channels start silent
 
 
 def test_go_no_go_measures_every_unseen_object_and_the_gates(tiny_world, tmp_path):

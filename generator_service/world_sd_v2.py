@@ -55,6 +55,9 @@ class WorldSDv2Config(WorldSDConfig):
     id_dim: int = 128  # identity head (InfoNCE) output
     ref_guidance: float = 5.0  # two-way guidance: reference weight (the text weight is the call's `guidance`)
     reference_channels: int = 3  # the reference photo concatenated to the UNet input (0: tokens only)
+    # with a reference, sampling starts from the reference photo noised to this fraction of the schedule
+    # (SDEdit); 1.0 = from pure noise
+    ref_init_strength: float = 0.6
 
 
 class SpatialReferenceEncoder(nn.Module):
@@ -183,8 +186,15 @@ class WorldSDv2Pipeline(WorldSDPipeline):
             raise ValueError("prompts, references and seeds must be non-empty and of equal length")
         enc = [self.encode_references([r] if r is not None else []) for r in references]
         pooled, tokens, photo = (torch.cat([e[i] for e in enc]) for i in range(3))
-        return self._sample(list(prompts), pooled, tokens, photo, any(r is not None for r in references), seeds, steps,
-                            guidance, ref_scale, ref_guidance)
+        has = [r is not None for r in references]
+        if self.cfg.ref_init_strength < 1.0 and any(has) and not all(has):  # rows start at different steps
+            out = torch.empty(len(seeds), 3, self.cfg.image_size, self.cfg.image_size, device=self.device)
+            for flag in (True, False):
+                idx = [i for i, h in enumerate(has) if h is flag]
+                out[idx] = self._sample([prompts[i] for i in idx], pooled[idx], tokens[idx], photo[idx], flag,
+                                        [seeds[i] for i in idx], steps, guidance, ref_scale, ref_guidance)
+            return out
+        return self._sample(list(prompts), pooled, tokens, photo, any(has), seeds, steps, guidance, ref_scale, ref_guidance)
 
     def _sample(self, prompts: list[str], pooled: torch.Tensor, tokens: torch.Tensor, photo: torch.Tensor, has_ref: bool,
                 seeds: list[int],
@@ -200,7 +210,8 @@ class WorldSDv2Pipeline(WorldSDPipeline):
         text = self.text_encoder(prompts)
         uncond_text = self.text_encoder([negative_prompt or ""]).expand(n, -1, -1)
         pooled, tokens = pooled.expand(n, -1) * ref_scale, tokens.expand(n, -1, -1, -1)
-        photo = photo.expand(n, -1, -1, -1) * ref_scale
+        start_photo = photo.expand(n, -1, -1, -1)
+        photo = start_photo * ref_scale
         null = (torch.zeros_like(pooled), torch.zeros_like(tokens), torch.zeros_like(photo))
         set_reference_scale(self.unet, ref_scale)
         # branches, in order: (text, ref) always; (no text, ref) and (no text, no ref) as guidance needs
@@ -213,8 +224,13 @@ class WorldSDv2Pipeline(WorldSDPipeline):
 
         scheduler = sample_scheduler(self.cfg)
         scheduler.set_timesteps(steps)
+        timesteps = scheduler.timesteps
         x = noise * scheduler.init_noise_sigma
-        for i, t in enumerate(scheduler.timesteps):
+        skip = int(round(steps * (1 - self.cfg.ref_init_strength))) if has_ref else 0
+        if skip:  # SDEdit: the reference photo, noised to where sampling starts
+            timesteps = timesteps[min(skip, steps - 1):]
+            x = scheduler.add_noise(start_photo, noise, timesteps[:1].repeat(n))
+        for i, t in enumerate(timesteps):
             model_in = unet_input(torch.cat([x] * len(branches)), photos, self.cfg)
             out = self.unet(model_in, t, **unet_kwargs(enc, pool, toks)).sample.chunk(len(branches))
             if len(branches) == 1:
@@ -227,5 +243,5 @@ class WorldSDv2Pipeline(WorldSDPipeline):
                 pred = uncond + guidance * (full - uncond)
             x = scheduler.step(pred, t, x).prev_sample
             if on_step is not None:
-                on_step(i + 1, steps)
+                on_step(i + 1, len(timesteps))
         return (x / 2 + 0.5).clamp(0, 1)

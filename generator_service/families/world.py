@@ -15,7 +15,8 @@ classifier-free guidance drops both text and reference. Text uses open_clip's BP
 ids folded into ``text_vocab`` buckets (a closed world needs no 49k-row embedding table).
 
 A directory whose ``config.json`` says ``"version": 2`` loads world-sd v2 (``generator_service.world_sd_v2``:
-spatial reference tokens through a resampler, two-way guidance); without it, v1.
+the reference photo as extra input channels, spatial reference tokens through a resampler, two-way
+guidance; the committed assets); without it, v1.
 
 ``source`` is a directory with ``config.json`` + ``world-sd.safetensors`` (resolved as given, then
 relative to the repository root), or ``"tiny"``: the tiny twin (``generator_service.tiny.world``).

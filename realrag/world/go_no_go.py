@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (the committed evaluation uses 20)")
     p.add_argument("--guidance", type=float, default=3.0, help="text guidance (world-sd's default)")
     p.add_argument("--ref-guidance", type=float, default=None, help="v2 reference guidance (default: its config)")
+    p.add_argument("--ref-init-strength", type=float, default=None,
+                   help="v2: start sampling from the reference noised to this fraction (default: its config)")
     p.add_argument("--wrong", action="store_true", help="also measure name + a wrong (sibling) reference")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="write go-no-go.json here (and reuse v1's numbers from it)")
@@ -198,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = list(range(args.seeds))
     results: dict[str, dict] = {}
     pipes = {name: load_pipeline(path) for name, path in (("v1", args.v1), ("v2", args.v2)) if path}
+    if args.ref_init_strength is not None and "v2" in pipes:
+        pipes["v2"].cfg.ref_init_strength = args.ref_init_strength
     if args.v1_results:
         results["v1"] = json.loads(args.v1_results.read_text())["results"]["v1"]
     for name, pipe in pipes.items():

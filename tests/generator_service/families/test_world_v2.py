@@ -81,8 +81,26 @@ def test_v2_follows_the_generator_contract(v2_dir):
     gen = world.load(ModelSpec(key="w2", family="world", source=str(v2_dir)), "cpu")
     check_reproducible(gen, [reference_image(0)], seeds=[3, 4], **SIZE)
     check_reference_changes_image(gen, [reference_image(0)], [reference_image(1)], **SIZE)
-    check_cancel_aborts_without_image(gen, [reference_image(0)], **SIZE)
+    check_cancel_aborts_without_image(gen, [], **SIZE)  # with a reference: test_a_reference_starts_sampling_from_it
     assert len(gen.generate(make_inputs(references=[], **SIZE))) == 1
+
+
+def test_a_reference_starts_sampling_from_it(v2):
+    """SDEdit start: with a reference, sampling begins at ``ref_init_strength`` of the schedule from the
+    noised photo, and progress counts the steps that run; without one, every step runs from noise."""
+    assert v2.cfg.ref_init_strength == 0.6
+    seen = []
+    v2("a photo of a Zork", [1], [reference_image(0)], steps=5, on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    seen.clear()
+    v2("a photo of a Zork", [1], [], steps=5, on_step=lambda done, total: seen.append((done, total)))
+    assert seen == [(k, 5) for k in range(1, 6)]
+    v2.cfg.ref_init_strength = 1.0
+    try:
+        from_noise = v2("", [2], [reference_image(0)], steps=3)
+    finally:
+        v2.cfg.ref_init_strength = 0.6
+    assert (from_noise - v2("", [2], [reference_image(0)], steps=3)).abs().max() > 1e-3
 
 
 def test_reference_only_branch_and_two_way_guidance(v2):

@@ -40,11 +40,11 @@ if str(REPO) not in sys.path:
 
 from realrag.world import ASSETS_DIR, CLIP_CONFIG  # noqa: E402
 from realrag.world.catalog import PROMPT_TEMPLATE, WorldConfig  # noqa: E402
+from realrag.world.cli import FULL_STEPS  # noqa: E402
 
 RESULTS_JSON = REPO / "benchmarks" / "results" / "novel_objects.json"
 DOCS_DIR = REPO / "docs" / "results"
 ARMS = ("no_rag", "zero_shot", "standard", "reflective")
-GEN_V2_STEPS = 1500
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,9 @@ class Budget:
     bootstrap: int
 
 
-FULL = Budget(world=WorldConfig(), clip_steps=500, evaluator_steps=800, generator_steps=3000,
-              generator_time_budget_s=None, generator_v2_steps=GEN_V2_STEPS, identity_steps=300, identity_batch=256,
+FULL = Budget(world=WorldConfig(), clip_steps=FULL_STEPS["clip"], evaluator_steps=FULL_STEPS["evaluator"],
+              generator_steps=FULL_STEPS["generator"], generator_time_budget_s=None,
+              generator_v2_steps=FULL_STEPS["generator_v2"], identity_steps=300, identity_batch=256,
               retriever_epochs=60, retriever_batch_size=8, retriever_lr=2e-4,
               sample_steps=20, images_per_prompt=6, eval_steps=20, bootstrap=200)
 QUICK = Budget(world=WorldConfig.quick(), clip_steps=20, evaluator_steps=20, generator_steps=6,
@@ -241,7 +242,7 @@ def run(out: Path, budget: Budget, *, quick: bool, seed: int, threads: int, writ
     t = time.time()
     stats["generator"] = train_world_generator_v2(
         world, gen_dir, init=base_dir, steps=budget.generator_v2_steps, batch_size=8 if quick else 32,
-        identity_steps=budget.identity_steps, identity_batch=budget.identity_batch, ema_decay=0.995, seed=seed,
+        identity_steps=budget.identity_steps, identity_batch=budget.identity_batch, seed=seed,
         threads=threads, log=_log)
     stage("train_generator_v2", t)
     t = time.time()

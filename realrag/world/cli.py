@@ -3,8 +3,9 @@
     render            write a world (ImageFolder splits, captions, prompts) to a directory
     train-clip        base CLIP on the web split      -> realrag/world/assets/world-clip.safetensors
     train-evaluator   evaluator on real photos         -> realrag/world/assets/world-evaluator.safetensors
-    train-generator   world-sd on seen classes only    -> realrag/world/assets/world-sd/
-    build-assets      all of the above, in order, with the committed settings
+    train-generator   world-sd v1 on seen classes only -> realrag/world/assets/world-sd/
+    build-assets      all of the above, in order, with the committed settings; the generator is
+                      v1 (a temporary base) fine-tuned into v2 (``python -m realrag.world.train_generator_v2``)
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from realrag.world import CLIP_CONFIG, CLIP_WEIGHTS, EVALUATOR_WEIGHTS, GENERATO
 
 # The settings the committed assets were trained with (`build-assets`); benchmarks/novel_objects.py
 # uses the same numbers for its full run.
-FULL_STEPS = {"clip": 500, "evaluator": 800, "generator": 3000}
+FULL_STEPS = {"clip": 500, "evaluator": 800, "generator": 3000, "generator_v2": 1500}
 
 
 def _world_config(args):
@@ -75,9 +76,12 @@ def cmd_train_generator(args) -> int:
 
 def cmd_build_assets(args) -> int:
     """Render the world and train all three models into the assets directory."""
+    import tempfile
+
     from realrag.world.train_clip import train_world_clip
     from realrag.world.train_evaluator import train_world_evaluator
     from realrag.world.train_generator import train_world_generator
+    from realrag.world.train_generator_v2 import train_world_generator_v2
 
     world = _load_or_render(args)
     assets = Path(args.assets)
@@ -86,8 +90,12 @@ def cmd_build_assets(args) -> int:
                                       seed=args.seed, threads=args.threads)}
     stats["evaluator"] = train_world_evaluator(world, assets / EVALUATOR_WEIGHTS.name, steps=FULL_STEPS["evaluator"],
                                                seed=args.seed, threads=args.threads)
-    stats["generator"] = train_world_generator(world, assets / GENERATOR_DIR.name, steps=FULL_STEPS["generator"],
-                                               seed=args.seed, threads=args.threads)
+    with tempfile.TemporaryDirectory() as base:
+        stats["generator_v1"] = train_world_generator(world, base, steps=FULL_STEPS["generator"], seed=args.seed,
+                                                      threads=args.threads)
+        stats["generator"] = train_world_generator_v2(world, assets / GENERATOR_DIR.name, init=base,
+                                                      steps=FULL_STEPS["generator_v2"], seed=args.seed,
+                                                      threads=args.threads)
     _write_card(assets / "training.json", "world assets", stats, args)
     return 0
 

@@ -1,7 +1,10 @@
 """Go/no-go for world-sd v2 (issue 14.1): does the generator follow its reference? v1 vs v2.
 
-    python -m realrag.world.go_no_go --world .realrag/world --v2 .realrag/world-sd-v2 \\
-        [--v1 realrag/world/assets/world-sd] [--seeds 4] [--steps 20] [--grid /tmp/go-no-go.png]
+    python -m realrag.world.go_no_go --world .realrag/world [--v2 realrag/world/assets/world-sd] \\
+        [--v1 DIR] [--seeds 4] [--steps 20] [--grid /tmp/go-no-go.png]
+
+(a v1 directory: ``python -m realrag.world train-generator --world .realrag/world --out DIR``; the
+novel-objects benchmark measures its own v1 base against v2 the same way.)
 
 Measured with the committed evaluator (``world-evaluator``: accuracy = its top-1 over all classes is
 the intended object) on ALL unseen objects x ``seeds`` seeds, and on all seen objects:
@@ -174,8 +177,8 @@ def save_grid(world: World, pipes: dict, path: Path, *, steps: int, guidance: fl
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", required=True, help="rendered world directory (WorldConfig(), the evaluator's world)")
-    p.add_argument("--v1", default=str(GENERATOR_DIR), help="v1 world-sd directory (the committed assets)")
-    p.add_argument("--v2", default=None, help="v2 world-sd directory")
+    p.add_argument("--v1", default=None, help="a v1 world-sd directory to compare with")
+    p.add_argument("--v2", default=str(GENERATOR_DIR), help="v2 world-sd directory (default: the committed assets)")
     p.add_argument("--evaluator", default=str(EVALUATOR_WEIGHTS))
     p.add_argument("--seeds", type=int, default=4)
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (the committed evaluation uses 20)")

@@ -194,7 +194,7 @@ def train_world_generator_v2(world: World, out_dir: str | Path, *, init: str | P
                              id_weight: float = 0.05, train_ref_encoder: bool = False,
                              mix: dict[str, float] | None = None, p_drop_ref: float = 0.3, p_drop_text: float = 0.1,
                              p_drop_both: float = 0.05, p_same_photo: float = 0.3, snr_gamma: float = 5.0,
-                             ema_decay: float = 0.998, seed: int = 0,
+                             ema_decay: float = 0.995, seed: int = 0,
                              threads: int | None = 2, cfg: WorldSDv2Config | None = None,
                              time_budget_s: float | None = None, log=print) -> dict:
     seed_everything(seed, threads)
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--identity-steps", type=int, default=300)
     p.add_argument("--identity-batch", type=int, default=256)
-    p.add_argument("--ema-decay", type=float, default=0.998)
+    p.add_argument("--ema-decay", type=float, default=0.995)
     p.add_argument("--train-ref-encoder", action="store_true", help="train the reference encoder with the UNet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)

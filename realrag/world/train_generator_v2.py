@@ -174,7 +174,7 @@ def pretrain_identity(encoder: SpatialReferenceEncoder, pairs: PairSource, *, st
 def warm_start(init: str | Path, cfg: WorldSDv2Config, modules: tuple, log=print) -> None:
     """Copy every tensor of a v1 (or v2) directory whose name and shape match into ``modules``. A v1
     ``conv_in`` (3 input channels) fills the image channels of v2's; the reference channels start at
-    zero (as InstructPix2Pix widens Stable Diffusion's), so step 0 draws what v1 draws."""
+    zero (as InstructPix2Pix widens Stable Diffusion's): the photo channels start silent."""
     src = load_pipeline(init)
     for name, dst, old in zip(("unet", "ref_encoder", "text_encoder"), modules,
                               (src.unet, src.ref_encoder, src.text_encoder), strict=True):

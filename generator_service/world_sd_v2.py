@@ -230,7 +230,8 @@ class WorldSDv2Pipeline(WorldSDPipeline):
         scheduler.set_timesteps(steps)
         timesteps = scheduler.timesteps
         x = noise * scheduler.init_noise_sigma
-        skip = int(round(steps * (1 - self.cfg.ref_init_strength))) if has_ref else 0
+        # ref_scale 0 turns the reference off: no SDEdit start either
+        skip = int(round(steps * (1 - self.cfg.ref_init_strength))) if has_ref and ref_scale > 0 else 0
         if skip:  # SDEdit: the reference photo, noised to where sampling starts
             timesteps = timesteps[min(skip, steps - 1):]
             x = scheduler.add_noise(start_photo, noise, timesteps[:1].repeat(n))

@@ -171,6 +171,16 @@ def pretrain_identity(encoder: SpatialReferenceEncoder, pairs: PairSource, *, st
     return loss.item()
 
 
+def portable_path(path: str | Path) -> str:
+    """A path fit for a committed model card: relative to the working directory when under it, else
+    just its name (never this machine's absolute path)."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return resolved.name
+
+
 def warm_start(init: str | Path, cfg: WorldSDv2Config, modules: tuple, log=print) -> None:
     """Copy every tensor of a v1 (or v2) directory whose name and shape match into ``modules``. A v1
     ``conv_in`` (3 input channels) fills the image channels of v2's; the reference channels start at
@@ -305,7 +315,7 @@ def train_world_generator_v2(world: World, out_dir: str | Path, *, init: str | P
             break
 
     cfg.training = {
-        "steps": done, "planned_steps": steps, "batch_size": batch_size, "lr": lr, "init": str(init) if init else None,
+        "steps": done, "planned_steps": steps, "batch_size": batch_size, "lr": lr, "init": portable_path(init) if init else None,
         "identity_steps": identity_steps, "identity_batch": identity_batch,
         "identity_seconds": round(id_seconds, 1), "id_weight": id_weight, "train_ref_encoder": train_ref_encoder, "mix": mix,
         "p_drop_ref": p_drop_ref, "p_drop_text": p_drop_text, "p_drop_both": p_drop_both, "p_same_photo": p_same_photo,

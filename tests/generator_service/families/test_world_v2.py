@@ -102,6 +102,9 @@ def test_a_reference_starts_sampling_from_it(v2):
     finally:
         v2.cfg.ref_init_strength = 0.6
     assert (from_noise - v2("", [2], [reference_image(0)], steps=3)).abs().max() > 1e-3
+    seen.clear()
+    v2("", [1], [reference_image(0)], steps=5, ref_scale=0.0, on_step=lambda done, total: seen.append((done, total)))
+    assert len(seen) == 5  # reference weight 0: no start from the photo either
 
 
 def test_reference_only_branch_and_two_way_guidance(v2):
